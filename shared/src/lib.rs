@@ -1,0 +1,14 @@
+//! Code every role shares.
+//!
+//! - `config/`: the layered configuration (defaults → TOML → `CHRONIK_*` env → flags) and its validation.
+//! - `wal/`: the segmented, CRC32C-framed write-ahead log with group commit (design §5).
+//! - `raft_store/`: an openraft log store on top of the WAL, used by the control and data planes.
+//! - `error.rs`: the one table of error codes, with its conversions to gRPC status and HTTP.
+//! - `telemetry.rs`: tracing setup and the Prometheus registry.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod telemetry;
+pub mod wal;

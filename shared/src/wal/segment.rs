@@ -1,0 +1,157 @@
+//! One segment file of the live log: its index, and the file operations on it.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::WalError;
+use super::flusher::{Flusher, SegFile};
+use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN};
+use super::recovery::ScannedSegment;
+
+pub(crate) struct Segment {
+    pub(crate) seq: u64,
+    pub(crate) file: Arc<SegFile>,
+    pub(crate) ids: Vec<u64>,
+    /// Frame offsets, parallel to `ids`.
+    pub(crate) positions: Vec<u64>,
+    /// Bytes written, header included; the next frame goes here.
+    pub(crate) size: u64,
+}
+
+impl Segment {
+    pub(crate) fn frame_end(&self, idx: usize) -> u64 {
+        self.positions.get(idx + 1).copied().unwrap_or(self.size)
+    }
+}
+
+pub(crate) fn lock_dir(dir: &Path, stream: u32) -> Result<File, WalError> {
+    let path = dir.join(format!("wal_{stream}.lock"));
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| WalError::io(&path, "open lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(WalError::Locked { dir: dir.to_path_buf(), lock: path }),
+        Err(TryLockError::Error(e)) => Err(WalError::io(&path, "lock", e)),
+    }
+}
+
+pub(crate) fn open_segment(seg: ScannedSegment) -> Result<Segment, WalError> {
+    let file =
+        OpenOptions::new().read(true).write(true).open(&seg.path).map_err(|e| WalError::io(&seg.path, "open", e))?;
+    Ok(Segment {
+        seq: seg.seq,
+        file: Arc::new(SegFile { file, path: seg.path }),
+        ids: seg.ids,
+        positions: seg.positions,
+        size: seg.valid_end,
+    })
+}
+
+/// A new, empty, synced segment. The caller syncs the directory.
+pub(crate) fn create_segment(dir: &Path, stream: u32, seq: u64, flusher: &Flusher) -> Result<Segment, WalError> {
+    let path = dir.join(format::segment_file_name(stream, seq));
+    let file = match OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => reuse_empty_leftover(&path)?,
+        other => other.map_err(|e| WalError::io(&path, "create segment", e))?,
+    };
+    if let Err(e) = file.write_all_at(&format::encode_header(stream), 0) {
+        // Best effort: a header-less file would be read as a torn segment on the next start.
+        let _ = fs::remove_file(&path);
+        return Err(WalError::io(&path, "write header of", e));
+    }
+    flusher.guarded_sync(&path, "fdatasync", || file.sync_data())?;
+    Ok(Segment {
+        seq,
+        file: Arc::new(SegFile { file, path }),
+        ids: Vec::new(),
+        positions: Vec::new(),
+        size: HEADER_LEN,
+    })
+}
+
+/// A file of the next seq can only be left by an append whose roll failed and whose cleanup could
+/// not remove it (the directory lock keeps everyone else out). With no record in it, it is reused;
+/// anything bigger is not ours to overwrite.
+fn reuse_empty_leftover(path: &Path) -> Result<File, WalError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| WalError::io(path, "open leftover segment", e))?;
+    let len = file.metadata().map_err(|e| WalError::io(path, "stat", e))?.len();
+    if len > HEADER_LEN {
+        return Err(WalError::corrupt(
+            path,
+            HEADER_LEN,
+            format!(
+                "segment file already exists with {len} bytes although the log ends in the \
+                 segment before it"
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+pub(crate) fn flush_buf(seg: &mut Segment, buf: &mut Vec<u8>) -> Result<(), WalError> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    seg.file.file.write_all_at(buf, seg.size).map_err(|e| WalError::io(&seg.file.path, "write", e))?;
+    seg.size += buf.len() as u64;
+    buf.clear();
+    Ok(())
+}
+
+/// Reads records `start..end` of `seg` with one `pread`, checking each frame again: the page
+/// cache is trusted no more than the disk.
+pub(crate) fn read_frames(
+    seg: &Segment,
+    start: usize,
+    end: usize,
+    out: &mut Vec<(u64, Bytes)>,
+) -> Result<(), WalError> {
+    let path = &seg.file.path;
+    let base = seg.positions[start];
+    let stop = seg.frame_end(end - 1);
+    let mut buf = vec![0u8; (stop - base) as usize];
+    seg.file.file.read_exact_at(&mut buf, base).map_err(|e| WalError::io(path, "read", e))?;
+    let buf = Bytes::from(buf);
+    for i in start..end {
+        let pos = seg.positions[i];
+        let at = (pos - base) as usize;
+        let frame_end = (seg.frame_end(i) - base) as usize;
+        let (len, crc, id) = format::decode_frame_header(&buf[at..at + FRAME_HEADER_LEN as usize]);
+        let payload = buf.slice(at + FRAME_HEADER_LEN as usize..frame_end);
+        if id != seg.ids[i] || len as usize != payload.len() {
+            return Err(WalError::corrupt(
+                path,
+                pos,
+                format!(
+                    "frame header changed on disk: expected record id {} of {} bytes, found id \
+                     {id} of {len} bytes",
+                    seg.ids[i],
+                    payload.len()
+                ),
+            ));
+        }
+        if format::frame_crc(id, &payload) != crc {
+            return Err(WalError::corrupt(
+                path,
+                pos,
+                format!("CRC32C mismatch in record id {id} (it was valid when written)"),
+            ));
+        }
+        out.push((id, payload));
+    }
+    Ok(())
+}
