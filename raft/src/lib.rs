@@ -1,0 +1,32 @@
+//! Raft plumbing shared by the control plane (`__meta`) and the data plane (one group per
+//! partition replica), on openraft.
+//!
+//! - `codec.rs`: the binary encoding of log entries, used both on disk and on the wire, so a
+//!   record batch is never re-encoded between the producer and a follower's disk.
+//! - `log_store.rs`: the openraft log store on the segmented WAL of `chronik_shared::wal`,
+//!   with vote and purge state in `raft_*` files beside the segments.
+//! - `network.rs`: the openraft network over `chronik.raft.RaftService`; every group on a node
+//!   shares one gRPC connection per peer.
+//! - `service.rs`: the server side of `RaftService`, routing messages to groups by name.
+//! - `observer.rs`: turns openraft's metrics stream into the guide's log lines and Prometheus
+//!   metrics (`chronik_raft_*`, labelled by partition).
+//!
+//! Tracing target: `chronik_raft` (this crate's name), as the operations guide expects.
+
+pub mod codec;
+pub mod config;
+pub mod errors;
+pub mod host;
+pub mod log_store;
+pub mod network;
+pub mod observer;
+pub mod service;
+pub mod testing;
+
+pub use codec::EntryCodec;
+pub use config::raft_config;
+pub use host::GrpcHost;
+pub use log_store::{PurgeMode, WalLogStore};
+pub use network::{GrpcNetworkFactory, PeerPool};
+pub use observer::RaftObserver;
+pub use service::{GroupHandler, RaftGroups, RaftServiceImpl};

@@ -1,0 +1,267 @@
+//! openraft's network over `chronik.raft.RaftService`.
+//!
+//! Every group on a node reaches a peer through the same [`PeerPool`] channel, so all groups
+//! between two nodes share one HTTP/2 connection. Entries travel in the binary entry encoding
+//! of `codec.rs`; the rest of each message is JSON in `RaftMessage.header`.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chronik_proto::raft::raft_service_client::RaftServiceClient;
+use chronik_proto::raft::{RaftMessage, SnapshotChunk};
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, RaftNetworkFactory, RaftNetworkV2};
+use serde::{Serialize, de::DeserializeOwned};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::codec::EntryCodec;
+use crate::service::SnapshotFiles;
+
+/// One lazily connected channel per peer address, shared by every group of this node.
+#[derive(Clone)]
+pub struct PeerPool {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    max_message_size: usize,
+}
+
+impl PeerPool {
+    pub fn new(max_message_size: usize) -> Self {
+        Self { channels: Arc::default(), max_message_size }
+    }
+
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RaftServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(self.max_message_size)
+            .max_encoding_message_size(self.max_message_size))
+    }
+}
+
+pub struct GrpcNetworkFactory<C> {
+    group: String,
+    pool: PeerPool,
+    chunk_size: usize,
+    snapshot_timeout: Duration,
+    _c: PhantomData<fn() -> C>,
+}
+
+impl<C> GrpcNetworkFactory<C> {
+    pub fn new(group: impl Into<String>, pool: PeerPool, chunk_size: usize, snapshot_timeout: Duration) -> Self {
+        Self { group: group.into(), pool, chunk_size, snapshot_timeout, _c: PhantomData }
+    }
+}
+
+pub struct GrpcNetwork<C> {
+    group: String,
+    target: u64,
+    addr: String,
+    pool: PeerPool,
+    chunk_size: usize,
+    snapshot_timeout: Duration,
+    _c: PhantomData<fn() -> C>,
+}
+
+impl<C> RaftNetworkFactory<C> for GrpcNetworkFactory<C>
+where
+    C: EntryCodec<NodeId = u64, Node = BasicNode>,
+    VoteOf<C>: Serialize + DeserializeOwned,
+{
+    type Network = GrpcNetwork<C>;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
+        GrpcNetwork {
+            group: self.group.clone(),
+            target,
+            addr: node.addr.clone(),
+            pool: self.pool.clone(),
+            chunk_size: self.chunk_size,
+            snapshot_timeout: self.snapshot_timeout,
+            _c: PhantomData,
+        }
+    }
+}
+
+fn unreachable<C: openraft::RaftTypeConfig>(e: &(impl std::error::Error + 'static)) -> RPCError<C> {
+    RPCError::Unreachable(Unreachable::new(e))
+}
+
+fn status_err<C: openraft::RaftTypeConfig>(s: tonic::Status) -> RPCError<C> {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&s))
+        }
+        _ => RPCError::Network(NetworkError::new(&s)),
+    }
+}
+
+fn to_json<C: openraft::RaftTypeConfig, T: Serialize>(v: &T) -> Result<Bytes, RPCError<C>> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+fn from_json<C: openraft::RaftTypeConfig, T: DeserializeOwned>(b: &[u8]) -> Result<T, RPCError<C>> {
+    serde_json::from_slice(b).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+impl<C> GrpcNetwork<C>
+where
+    C: EntryCodec<NodeId = u64, Node = BasicNode>,
+{
+    fn request(&self, header: Bytes, entries: Vec<Bytes>, option: &RPCOption) -> tonic::Request<RaftMessage> {
+        let mut req = tonic::Request::new(RaftMessage { group: self.group.clone(), header, entries });
+        req.set_timeout(option.hard_ttl());
+        req
+    }
+
+    fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<C>> {
+        self.pool.client(&self.addr).map_err(|e| unreachable(&e))
+    }
+}
+
+impl<C> RaftNetworkV2<C> for GrpcNetwork<C>
+where
+    C: EntryCodec<NodeId = u64, Node = BasicNode>,
+    VoteOf<C>: Serialize + DeserializeOwned,
+{
+    type SnapshotData = SnapshotFiles;
+
+    async fn append_entries(
+        &mut self,
+        mut rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let entries = std::mem::take(&mut rpc.entries);
+        let mut encoded = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let mut buf = Vec::new();
+            C::encode_entry(e, &mut buf).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            encoded.push(Bytes::from(buf));
+        }
+        let n = encoded.len();
+        let req = self.request(to_json(&rpc)?, encoded, &option);
+        let resp = self.client()?.append_entries(req).await.map_err(|s| {
+            warn!(target: "chronik_raft", group = %self.group, "AppendEntries failed: node={}, error={}", self.target, s.message());
+            status_err(s)
+        })?;
+        let resp: AppendEntriesResponse<C> = from_json(&resp.into_inner().header)?;
+        if n > 0 {
+            tracing::debug!(target: "chronik_raft", group = %self.group, "AppendEntries successful: node={}, entries={}", self.target, n);
+        } else {
+            tracing::trace!(target: "chronik_raft", group = %self.group, "Heartbeat sent to follower {}", self.target);
+        }
+        Ok(resp)
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        info!(target: "chronik_raft", group = %self.group, "RequestVote sent to node {}", self.target);
+        let req = self.request(to_json(&rpc)?, Vec::new(), &option);
+        let resp = self.client()?.vote(req).await.map_err(status_err)?;
+        let resp: VoteResponse<C> = from_json(&resp.into_inner().header)?;
+        if resp.vote_granted {
+            info!(target: "chronik_raft", group = %self.group, "Vote granted by node {}", self.target);
+        }
+        Ok(resp)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, SnapshotFiles>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let size = snapshot.snapshot.total_bytes();
+        info!(target: "chronik_raft", group = %self.group, "Sending snapshot to follower {} (size: {} bytes)", self.target, size);
+        let header = serde_json::to_vec(&(&vote, &snapshot.meta, &snapshot.snapshot.files))
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let chunks = snapshot.snapshot.chunks(self.group.clone(), Bytes::from(header), self.chunk_size);
+        let chunks = match chunks {
+            Ok(c) => c,
+            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
+        };
+        let mut client = self.pool.client(&self.addr).map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        let mut req = tonic::Request::new(futures::stream::iter(chunks));
+        req.set_timeout(self.snapshot_timeout);
+        let send = client.install_snapshot(req);
+        let resp = tokio::select! {
+            r = send => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let resp = resp.map_err(|s| {
+            warn!(target: "chronik_raft", group = %self.group, "InstallSnapshot failed: {}: node={}", s.message(), self.target);
+            StreamingError::Network(NetworkError::new(&s))
+        })?;
+        let resp: SnapshotResponse<C> = serde_json::from_slice(&resp.into_inner().header)
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        info!(target: "chronik_raft", group = %self.group, "Snapshot transfer complete: node={}, size={} bytes", self.target, size);
+        Ok(resp)
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        let req = self.request(to_json(&req)?, Vec::new(), &option);
+        let resp = self.client()?.transfer_leader(req).await.map_err(status_err)?;
+        from_json(&resp.into_inner().header)
+    }
+}
+
+/// Splits snapshot files into gRPC chunks; each chunk carries its CRC32C.
+pub(crate) fn chunk_files(
+    files: &SnapshotFiles,
+    group: String,
+    header: Bytes,
+    chunk_size: usize,
+) -> std::io::Result<Vec<SnapshotChunk>> {
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    let mut first = true;
+    for (name, _) in &files.files {
+        let data = std::fs::read(files.dir.join(name))?;
+        for piece in data.chunks(chunk_size.max(1)) {
+            out.push(SnapshotChunk {
+                group: group.clone(),
+                header: if first { header.clone() } else { Bytes::new() },
+                offset,
+                data: Bytes::copy_from_slice(piece),
+                done: false,
+                crc32c: crc32c::crc32c(piece),
+            });
+            first = false;
+            offset += piece.len() as u64;
+        }
+    }
+    out.push(SnapshotChunk {
+        group,
+        header: if first { header } else { Bytes::new() },
+        offset,
+        data: Bytes::new(),
+        done: true,
+        crc32c: 0,
+    });
+    Ok(out)
+}

@@ -1,0 +1,298 @@
+//! The server side of `chronik.raft.RaftService`: routes each message to the group it names.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use chronik_proto::raft::raft_service_server::RaftService;
+use chronik_proto::raft::{GroupState, HeartbeatRequest, HeartbeatResponse, RaftMessage, SnapshotChunk};
+use futures::future::BoxFuture;
+use openraft::alias::{SnapshotMetaOf, VoteOf};
+use openraft::async_runtime::WatchReceiver;
+use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, Raft, ServerState};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::codec::EntryCodec;
+
+/// A snapshot as files in one directory; streamed to followers chunk by chunk.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SnapshotFiles {
+    pub dir: PathBuf,
+    /// File names within `dir` with their sizes, in streaming order.
+    pub files: Vec<(String, u64)>,
+}
+
+impl SnapshotFiles {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|(_, n)| n).sum()
+    }
+
+    pub(crate) fn chunks(
+        &self,
+        group: String,
+        header: Bytes,
+        chunk_size: usize,
+    ) -> std::io::Result<Vec<SnapshotChunk>> {
+        crate::network::chunk_files(self, group, header, chunk_size)
+    }
+}
+
+/// One Raft group as the RPC server sees it.
+pub trait GroupHandler: Send + Sync + 'static {
+    fn append_entries(&self, header: Bytes, entries: Vec<Bytes>) -> BoxFuture<'_, Result<Bytes, Status>>;
+    fn vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
+    fn transfer_leader(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
+    /// Installs a snapshot whose files were received into `files.dir`.
+    fn install_snapshot(&self, header: Bytes, files: SnapshotFiles) -> BoxFuture<'_, Result<Bytes, Status>>;
+    /// Where incoming snapshot files are staged.
+    fn staging_dir(&self) -> PathBuf;
+    fn state(&self) -> GroupState;
+}
+
+/// Every Raft group hosted by this node, by name (`__meta`, `<topic>-<partition>`).
+#[derive(Clone, Default)]
+pub struct RaftGroups {
+    groups: Arc<RwLock<HashMap<String, Arc<dyn GroupHandler>>>>,
+}
+
+impl RaftGroups {
+    pub fn insert(&self, name: String, handler: Arc<dyn GroupHandler>) {
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(name, handler);
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Arc<dyn GroupHandler>> {
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(name)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<dyn GroupHandler>, Status> {
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("Raft group {name} is not hosted on this node")))
+    }
+
+    pub fn states(&self) -> Vec<GroupState> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().map(|g| g.state()).collect()
+    }
+}
+
+pub struct RaftServiceImpl {
+    node_id: u64,
+    role: &'static str,
+    groups: RaftGroups,
+}
+
+impl RaftServiceImpl {
+    pub fn new(node_id: u64, role: &'static str, groups: RaftGroups) -> Self {
+        Self { node_id, role, groups }
+    }
+}
+
+fn reply(header: Bytes) -> Response<RaftMessage> {
+    Response::new(RaftMessage { group: String::new(), header, entries: Vec::new() })
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftServiceImpl {
+    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = request.into_inner();
+        let g = self.groups.get(&m.group)?;
+        Ok(reply(g.append_entries(m.header, m.entries).await?))
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = request.into_inner();
+        let g = self.groups.get(&m.group)?;
+        Ok(reply(g.vote(m.header).await?))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let mut stream = request.into_inner();
+        let mut group: Option<Arc<dyn GroupHandler>> = None;
+        let mut header = Bytes::new();
+        let mut files: Vec<(String, u64)> = Vec::new();
+        let mut dir = PathBuf::new();
+        let mut writer: Option<(usize, u64, std::fs::File)> = None; // (file index, bytes left, file)
+        let mut expected_offset = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            if group.is_none() {
+                let g = self.groups.get(&chunk.group)?;
+                header = chunk.header.clone();
+                let (_, _, names): (serde_json::Value, serde_json::Value, Vec<(String, u64)>) =
+                    serde_json::from_slice(&header)
+                        .map_err(|e| Status::invalid_argument(format!("snapshot header: {e}")))?;
+                files = names;
+                dir = g.staging_dir().join(format!("incoming-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
+                group = Some(g);
+            }
+            if chunk.offset != expected_offset {
+                tracing::error!(target: "chronik_raft", "Failed to install snapshot from leader: ChunkMissing (expected offset {expected_offset}, got {})", chunk.offset);
+                return Err(Status::data_loss(format!(
+                    "ChunkMissing: expected offset {expected_offset}, got {}",
+                    chunk.offset
+                )));
+            }
+            if !chunk.data.is_empty() && crc32c::crc32c(&chunk.data) != chunk.crc32c {
+                return Err(Status::data_loss(format!(
+                    "snapshot chunk at offset {} failed its checksum",
+                    chunk.offset
+                )));
+            }
+            let mut data = &chunk.data[..];
+            while !data.is_empty() {
+                if writer.as_ref().is_none_or(|(_, left, _)| *left == 0) {
+                    let next = writer.as_ref().map(|(i, _, _)| i + 1).unwrap_or(0);
+                    let (name, len) = files
+                        .get(next)
+                        .ok_or_else(|| Status::invalid_argument("snapshot has more bytes than its header lists"))?;
+                    let f = std::fs::File::create(dir.join(name)).map_err(|e| Status::internal(e.to_string()))?;
+                    writer = Some((next, *len, f));
+                    if *len == 0 {
+                        continue;
+                    }
+                }
+                let Some((_, left, f)) = writer.as_mut() else { break };
+                let n = (*left as usize).min(data.len());
+                f.write_all(&data[..n]).map_err(|e| Status::internal(e.to_string()))?;
+                *left -= n as u64;
+                data = &data[n..];
+            }
+            expected_offset += chunk.data.len() as u64;
+            if chunk.done {
+                break;
+            }
+        }
+        let g = group.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        // Files the stream never reached (empty ones) still have to exist.
+        for (name, _) in &files {
+            let p = dir.join(name);
+            if !p.exists() {
+                std::fs::File::create(&p).map_err(|e| Status::internal(e.to_string()))?;
+            }
+        }
+        Ok(reply(g.install_snapshot(header, SnapshotFiles { dir, files }).await?))
+    }
+
+    async fn transfer_leader(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = request.into_inner();
+        let g = self.groups.get(&m.group)?;
+        Ok(reply(g.transfer_leader(m.header).await?))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let from = request.into_inner().node_id;
+        tracing::trace!(target: "chronik_raft", "Heartbeat probe from node {from}");
+        Ok(Response::new(HeartbeatResponse {
+            node_id: self.node_id,
+            role: self.role.to_string(),
+            groups: self.groups.states(),
+        }))
+    }
+}
+
+/// [`GroupHandler`] for an openraft group whose snapshots are [`SnapshotFiles`].
+pub struct RaftGroup<C, SM>
+where
+    C: EntryCodec,
+    SM: RaftStateMachine<C, SnapshotData = SnapshotFiles>,
+{
+    pub name: String,
+    pub raft: Raft<C, SM>,
+    pub staging: PathBuf,
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Bytes, Status> {
+    serde_json::to_vec(v).map(Bytes::from).map_err(|e| Status::internal(e.to_string()))
+}
+
+fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(b).map_err(|e| Status::invalid_argument(format!("malformed Raft message: {e}")))
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("Raft group is shutting down: {e}"))
+}
+
+impl<C, SM> GroupHandler for RaftGroup<C, SM>
+where
+    C: EntryCodec<NodeId = u64, Node = BasicNode, Term = u64>,
+    SM: RaftStateMachine<C, SnapshotData = SnapshotFiles>,
+    VoteOf<C>: Serialize + DeserializeOwned,
+{
+    fn append_entries(&self, header: Bytes, entries: Vec<Bytes>) -> BoxFuture<'_, Result<Bytes, Status>> {
+        Box::pin(async move {
+            let mut rpc: AppendEntriesRequest<C> = parse(&header)?;
+            rpc.entries = entries
+                .into_iter()
+                .map(C::decode_entry)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Status::invalid_argument(format!("malformed log entry: {e}")))?;
+            let resp = self.raft.append_entries(rpc).await.map_err(fatal)?;
+            json(&resp)
+        })
+    }
+
+    fn vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>> {
+        Box::pin(async move {
+            let rpc: VoteRequest<C> = parse(&header)?;
+            let resp = self.raft.vote(rpc).await.map_err(fatal)?;
+            json(&resp)
+        })
+    }
+
+    fn transfer_leader(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>> {
+        Box::pin(async move {
+            let rpc: TransferLeaderRequest<C> = parse(&header)?;
+            let resp = self.raft.handle_transfer_leader(rpc).await.map_err(fatal)?;
+            json(&resp)
+        })
+    }
+
+    fn install_snapshot(&self, header: Bytes, files: SnapshotFiles) -> BoxFuture<'_, Result<Bytes, Status>> {
+        Box::pin(async move {
+            let (vote, meta, _): (VoteOf<C>, SnapshotMetaOf<C>, serde_json::Value) = parse(&header)?;
+            let snapshot = openraft::Snapshot { meta, snapshot: files };
+            let resp = self.raft.install_full_snapshot(vote, snapshot).await.map_err(fatal)?;
+            json(&resp)
+        })
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.staging.clone()
+    }
+
+    fn state(&self) -> GroupState {
+        let m = self.raft.metrics().borrow_watched().clone();
+        GroupState {
+            group: self.name.clone(),
+            state: state_name(m.state).to_string(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: m.cluster_committed.as_ref().map(|l| l.index()).unwrap_or(0),
+        }
+    }
+}
+
+pub fn state_name(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
