@@ -1,0 +1,64 @@
+//! Liveness of data nodes and gateways, from their heartbeats. Kept in memory on whichever
+//! control node receives them: it is soft state that the next heartbeats rebuild.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chronik_proto::control::ReplicaStatus;
+
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub at: Instant,
+    pub wall_ms: u64,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+#[derive(Clone)]
+pub struct Liveness {
+    seen: Arc<Mutex<HashMap<u64, Seen>>>,
+    timeout: Duration,
+}
+
+impl Liveness {
+    pub fn new(timeout: Duration) -> Self {
+        Self { seen: Arc::default(), timeout }
+    }
+
+    pub fn beat(&self, node_id: u64, replicas: Option<Vec<ReplicaStatus>>) {
+        let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let mut map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(node_id).or_insert_with(|| Seen { at: Instant::now(), wall_ms, replicas: Vec::new() });
+        entry.at = Instant::now();
+        entry.wall_ms = wall_ms;
+        if let Some(r) = replicas {
+            entry.replicas = r;
+        }
+    }
+
+    pub fn is_alive(&self, node_id: u64) -> bool {
+        self.get(node_id).is_some_and(|s| s.at.elapsed() < self.timeout)
+    }
+
+    pub fn get(&self, node_id: u64) -> Option<Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned()
+    }
+
+    /// Observed (leader, high watermark, log start) of a partition, from the live nodes'
+    /// reports.
+    pub fn observed(&self, topic: &str, partition: u32) -> (Option<u64>, u64, u64) {
+        let map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = (None, 0, 0);
+        for (node, seen) in map.iter() {
+            if seen.at.elapsed() >= self.timeout {
+                continue;
+            }
+            for r in &seen.replicas {
+                if r.topic == topic && r.partition == partition && r.is_leader {
+                    out = (Some(*node), r.high_watermark, r.log_start_offset);
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,175 @@
+//! Starting and stopping a control node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronik_proto::control::control_service_server::ControlServiceServer;
+use chronik_raft::service::RaftGroup;
+use chronik_raft::{GrpcHost, GrpcNetworkFactory, PeerPool, PurgeMode, RaftObserver, WalLogStore};
+use chronik_shared::config::ChronikConfig;
+use openraft::async_runtime::WatchReceiver;
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::liveness::Liveness;
+use crate::service::ControlServiceImpl;
+use crate::state_machine::ControlStateMachine;
+use crate::{ControlError, META_GROUP, MetaRaft, MetaTypeConfig};
+
+pub struct ControlNodeBuilder {
+    config: ChronikConfig,
+    listener: Option<TcpListener>,
+}
+
+/// A running control node. Dropping it leaves the tasks running; call [`ControlNode::shutdown`].
+pub struct ControlNode {
+    pub node_id: u64,
+    raft: MetaRaft,
+    sm: ControlStateMachine,
+    server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)>,
+    observer: tokio::task::JoinHandle<()>,
+}
+
+impl ControlNode {
+    pub fn builder(config: ChronikConfig) -> ControlNodeBuilder {
+        ControlNodeBuilder { config, listener: None }
+    }
+
+    pub fn raft(&self) -> &MetaRaft {
+        &self.raft
+    }
+
+    pub fn state_machine(&self) -> &ControlStateMachine {
+        &self.sm
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.node_id)
+    }
+
+    /// Waits until some node leads `__meta`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
+        let mut rx = self.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(l) = rx.borrow_watched().current_leader {
+                    return l;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some((tx, handle)) = self.server.take() {
+            let _ = tx.send(());
+            let _ = handle.await;
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(target: "chronik_cluster", "__meta Raft did not stop cleanly: {e}");
+        }
+        self.observer.abort();
+    }
+}
+
+impl ControlNodeBuilder {
+    /// Serve on this already-bound listener instead of binding `listeners.grpc` (tests use
+    /// port 0).
+    pub fn listener(mut self, l: TcpListener) -> Self {
+        self.listener = Some(l);
+        self
+    }
+
+    /// Starts the node with its own gRPC server.
+    pub async fn start(mut self) -> Result<ControlNode, ControlError> {
+        let mut host =
+            GrpcHost::new(self.config.node.id, "control", self.config.cluster.network.max_message_size as usize);
+        let listener = match self.listener.take() {
+            Some(l) => l,
+            None => {
+                let addr = self.config.listeners.grpc;
+                TcpListener::bind(addr).await.map_err(|source| ControlError::Bind { addr, source })?
+            }
+        };
+        let mut node = self.start_on(&mut host).await?;
+        let (tx, rx) = oneshot::channel();
+        let handle = host.serve(listener, async move {
+            let _ = rx.await;
+        });
+        node.server = Some((tx, handle));
+        Ok(node)
+    }
+
+    /// Starts the node's Raft group and adds its services to a gRPC host shared with other
+    /// roles (standalone mode); the caller serves the host.
+    pub async fn start_on(self, host: &mut GrpcHost) -> Result<ControlNode, ControlError> {
+        let cfg = self.config;
+        let id = cfg.node.id;
+        let meta_dir = cfg.node.data_dir.join("wal").join(META_GROUP);
+        std::fs::create_dir_all(&meta_dir)?;
+        let wal_opts = chronik_shared::wal::WalOptions::from_config(&cfg.wal);
+        let log = WalLogStore::<MetaTypeConfig>::open(&meta_dir, 0, wal_opts, PurgeMode::Delete)?
+            .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[META_GROUP]));
+        let sm = ControlStateMachine::open(&cfg.node.data_dir.join("control"))?;
+        let fresh = !log.has_raft_state();
+        let config = chronik_raft::raft_config(
+            &cfg,
+            SnapshotPolicy::LogsSinceLast(cfg.cluster.raft.snapshot_log_size_threshold),
+        )
+        .map(Arc::new)
+        .map_err(ControlError::Raft)?;
+        let pool = PeerPool::new(cfg.cluster.network.max_message_size as usize);
+        let network = GrpcNetworkFactory::<MetaTypeConfig>::new(
+            META_GROUP,
+            pool,
+            cfg.cluster.raft.max_snapshot_chunk_size as usize,
+            Duration::from_secs(cfg.cluster.network.install_snapshot_timeout_secs),
+        );
+        let raft = openraft::Raft::new(id, config, network, log, sm.clone())
+            .await
+            .map_err(|e| ControlError::Raft(e.to_string()))?;
+        let observer = RaftObserver::spawn(META_GROUP.to_string(), &raft);
+        host.groups.insert(
+            META_GROUP.to_string(),
+            Arc::new(RaftGroup {
+                name: META_GROUP.to_string(),
+                raft: raft.clone(),
+                staging: cfg.node.data_dir.join("snapshots"),
+            }),
+        );
+        let liveness = Liveness::new(Duration::from_millis(cfg.cluster.heartbeat.node_timeout_ms));
+        let svc = ControlServiceImpl {
+            node_id: id,
+            raft: raft.clone(),
+            sm: sm.clone(),
+            liveness,
+            max_message_size: cfg.cluster.network.max_message_size as usize,
+        };
+        host.routes().add_service(
+            ControlServiceServer::new(svc)
+                .max_decoding_message_size(cfg.cluster.network.max_message_size as usize)
+                .max_encoding_message_size(cfg.cluster.network.max_message_size as usize),
+        );
+
+        if fresh && cfg.cluster.seed_nodes.is_empty() {
+            let mut members = BTreeMap::new();
+            members.insert(id, BasicNode { addr: cfg.listeners.advertised_grpc_addr() });
+            match raft.initialize(members).await {
+                Ok(()) => {
+                    tracing::info!(target: "chronik_cluster", "Bootstrapped a new control plane with node {id} as its only voter")
+                }
+                Err(e) => tracing::warn!(target: "chronik_cluster", "not bootstrapping: {e}"),
+            }
+        } else if fresh {
+            // Joining through a seed arrives with the replicated control plane (M2); until
+            // then a node with seeds waits to be added by the leader.
+            tracing::info!(target: "chronik_cluster", "Waiting to be added to the control plane by one of {:?}", cfg.cluster.seed_nodes.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        }
+        Ok(ControlNode { node_id: id, raft, sm, server: None, observer })
+    }
+}

@@ -1,0 +1,309 @@
+//! The `__meta` state machine on redb: applies committed commands, serves reads, and builds
+//! and installs snapshots (a JSON dump of every table, taken from a read transaction so
+//! writes carry on meanwhile).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chronik_raft::service::SnapshotFiles;
+use futures::{Stream, StreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use redb::{Database, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{META, META_APPLIED, META_MEMBERSHIP, NODES, TOPICS};
+use crate::types::{ControlCommand, ControlResponse, MetaTypeConfig, NodeRecord, TopicRecord};
+use chronik_shared::error::ErrorCode;
+
+type C = MetaTypeConfig;
+
+fn db_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("control-plane state (redb): {e}"))
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(b: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn encode<T: Serialize>(v: &T) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(io::Error::other)
+}
+
+/// Everything in the state machine, as written into a snapshot file.
+#[derive(Serialize, Deserialize, Default)]
+struct Dump {
+    applied: Option<LogIdOf<C>>,
+    membership: StoredMembershipOf<C>,
+    nodes: Vec<NodeRecord>,
+    topics: Vec<TopicRecord>,
+}
+
+#[derive(Clone)]
+pub struct ControlStateMachine {
+    db: Arc<Database>,
+    snapshot_dir: PathBuf,
+    current: Arc<Mutex<Option<(SnapshotMetaOf<C>, SnapshotFiles)>>>,
+}
+
+impl ControlStateMachine {
+    /// Opens (or creates) `dir/state.redb`; snapshots go to `dir/snapshots/`.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir.join("snapshots"))?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path)
+            .map_err(|e| io::Error::other(format!("cannot open the control-plane state {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            txn.open_table(META).map_err(db_err)?;
+            txn.open_table(NODES).map_err(db_err)?;
+            txn.open_table(TOPICS).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let sm = Self { db: Arc::new(db), snapshot_dir: dir.join("snapshots"), current: Arc::default() };
+        sm.load_latest_snapshot()?;
+        Ok(sm)
+    }
+
+    fn load_latest_snapshot(&self) -> io::Result<()> {
+        let meta_path = self.snapshot_dir.join("current.meta.json");
+        if let Ok(bytes) = std::fs::read(&meta_path) {
+            let (meta, files): (SnapshotMetaOf<C>, SnapshotFiles) = decode(&bytes)?;
+            *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta, files));
+        }
+        Ok(())
+    }
+
+    pub fn applied(&self) -> io::Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>)> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(META).map_err(db_err)?;
+        let applied = match t.get(META_APPLIED).map_err(db_err)? {
+            Some(v) => decode(v.value())?,
+            None => None,
+        };
+        let membership = match t.get(META_MEMBERSHIP).map_err(db_err)? {
+            Some(v) => decode(v.value())?,
+            None => StoredMembershipOf::<C>::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    pub fn topics(&self) -> io::Result<Vec<TopicRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(TOPICS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn topic(&self, name: &str) -> io::Result<Option<TopicRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(TOPICS).map_err(db_err)?;
+        match t.get(name).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn nodes(&self) -> io::Result<Vec<NodeRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(NODES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn dump(&self) -> io::Result<Dump> {
+        let (applied, membership) = self.applied()?;
+        Ok(Dump { applied, membership, nodes: self.nodes()?, topics: self.topics()? })
+    }
+
+    fn apply_command(
+        cmd: &ControlCommand,
+        nodes: &mut redb::Table<u64, &[u8]>,
+        topics: &mut redb::Table<&str, &[u8]>,
+    ) -> io::Result<ControlResponse> {
+        let rejected = |code: ErrorCode, message: String| ControlResponse::Rejected { code: code.id(), message };
+        Ok(match cmd {
+            ControlCommand::RegisterNode(n) => {
+                nodes.insert(n.node_id, encode(n)?.as_slice()).map_err(db_err)?;
+                ControlResponse::Ok
+            }
+            ControlCommand::CreateTopic(t) => {
+                if topics.get(t.name.as_str()).map_err(db_err)?.is_some() {
+                    rejected(ErrorCode::TopicAlreadyExists, format!("topic {} already exists", t.name))
+                } else {
+                    topics.insert(t.name.as_str(), encode(t)?.as_slice()).map_err(db_err)?;
+                    ControlResponse::Topic(t.clone())
+                }
+            }
+            ControlCommand::DeleteTopic { name } => {
+                let removed = topics.remove(name.as_str()).map_err(db_err)?.map(|v| decode::<TopicRecord>(v.value()));
+                match removed {
+                    Some(t) => ControlResponse::Topic(t?),
+                    None => rejected(ErrorCode::UnknownTopicOrPartition, format!("topic {name} does not exist")),
+                }
+            }
+            ControlCommand::CreatePartitions { name, new_assignments } => {
+                let existing = topics.get(name.as_str()).map_err(db_err)?.map(|v| decode::<TopicRecord>(v.value()));
+                match existing {
+                    Some(t) => {
+                        let mut t = t?;
+                        t.assignments.extend(new_assignments.iter().cloned());
+                        topics.insert(name.as_str(), encode(&t)?.as_slice()).map_err(db_err)?;
+                        ControlResponse::Topic(t)
+                    }
+                    None => rejected(ErrorCode::UnknownTopicOrPartition, format!("topic {name} does not exist")),
+                }
+            }
+        })
+    }
+}
+
+impl RaftStateMachine<C> for ControlStateMachine {
+    type SnapshotData = SnapshotFiles;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        self.applied()
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        // One write transaction (one fsync) for everything openraft hands over at once.
+        let mut batch = Vec::new();
+        while let Some(item) = entries.next().await {
+            batch.push(item?);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let mut responses = Vec::with_capacity(batch.len());
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let mut nodes = txn.open_table(NODES).map_err(db_err)?;
+            let mut topics = txn.open_table(TOPICS).map_err(db_err)?;
+            let mut last = None;
+            for (entry, responder) in batch {
+                let resp = match &entry.payload {
+                    EntryPayload::Blank => ControlResponse::Ok,
+                    EntryPayload::Normal(cmd) => Self::apply_command(cmd, &mut nodes, &mut topics)?,
+                    EntryPayload::Membership(m) => {
+                        let stored = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
+                        meta.insert(META_MEMBERSHIP, encode(&stored)?.as_slice()).map_err(db_err)?;
+                        ControlResponse::Ok
+                    }
+                };
+                last = Some(entry.log_id);
+                responses.push((responder, resp));
+            }
+            meta.insert(META_APPLIED, encode(&last)?.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        for (responder, resp) in responses {
+            if let Some(r) = responder {
+                r.send(resp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotFiles) -> Result<(), io::Error> {
+        let (name, _) = snapshot
+            .files
+            .first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "control-plane snapshot has no file"))?;
+        let bytes = std::fs::read(snapshot.dir.join(name))?;
+        let dump: Dump = decode(&bytes)?;
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            txn.delete_table(NODES).map_err(db_err)?;
+            txn.delete_table(TOPICS).map_err(db_err)?;
+            let mut m = txn.open_table(META).map_err(db_err)?;
+            let mut nodes = txn.open_table(NODES).map_err(db_err)?;
+            let mut topics = txn.open_table(TOPICS).map_err(db_err)?;
+            for n in &dump.nodes {
+                nodes.insert(n.node_id, encode(n)?.as_slice()).map_err(db_err)?;
+            }
+            for t in &dump.topics {
+                topics.insert(t.name.as_str(), encode(t)?.as_slice()).map_err(db_err)?;
+            }
+            m.insert(META_APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(db_err)?;
+            m.insert(META_MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let files = self.persist_snapshot(meta, &bytes)?;
+        tracing::info!(target: "chronik_raft", partition = "__meta", "Snapshot installed: index={}", meta.last_log_id.map(|l| l.index).unwrap_or(0));
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), files));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotFiles>>, io::Error> {
+        Ok(self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(|(meta, snapshot)| openraft::Snapshot { meta, snapshot }))
+    }
+}
+
+impl ControlStateMachine {
+    /// Writes the snapshot bytes and its meta durably, replacing the previous snapshot.
+    fn persist_snapshot(&self, meta: &SnapshotMetaOf<C>, bytes: &[u8]) -> io::Result<SnapshotFiles> {
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let name = format!("snapshot_{index:08}.snap");
+        let tmp = self.snapshot_dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.snapshot_dir.join(&name))?;
+        let files = SnapshotFiles { dir: self.snapshot_dir.clone(), files: vec![(name.clone(), bytes.len() as u64)] };
+        chronik_raft::log_store::write_json_atomic(&self.snapshot_dir, "current.meta.json", &(meta, &files))?;
+        // Older snapshots are superseded once the new meta is durable.
+        if let Ok(rd) = std::fs::read_dir(&self.snapshot_dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().to_string();
+                if n.starts_with("snapshot_") && n.ends_with(".snap") && n != name {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        chronik_shared::metrics::RAFT_SNAPSHOT_SIZE_BYTES.with_label_values(&["__meta"]).set(bytes.len() as i64);
+        Ok(files)
+    }
+}
+
+impl RaftSnapshotBuilder<C> for ControlStateMachine {
+    type SnapshotData = SnapshotFiles;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotFiles>, io::Error> {
+        let dump = self.dump()?;
+        let index = dump.applied.map(|l| l.index).unwrap_or(0);
+        tracing::info!(target: "chronik_raft", partition = "__meta", "Creating snapshot: index={index}");
+        let bytes = encode(&dump)?;
+        let meta = SnapshotMetaOf::<C> { last_log_id: dump.applied, last_membership: dump.membership };
+        let files = self.persist_snapshot(&meta, &bytes)?;
+        tracing::info!(target: "chronik_raft", partition = "__meta", "Snapshot saved: size={} bytes", bytes.len());
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), files.clone()));
+        Ok(openraft::Snapshot { meta, snapshot: files })
+    }
+}
+
+/// Topic configs as the state machine keeps them.
+pub type Configs = BTreeMap<String, String>;
