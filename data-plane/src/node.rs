@@ -1,0 +1,290 @@
+//! Starting and stopping a data node: registration and heartbeats with the control plane, and
+//! reconciling the replicas it runs with the ones it is assigned.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chronik_proto::client::ControlClient;
+use chronik_proto::control::{
+    NodeHeartbeatRequest, NodeInfo, NodeRole, PartitionAssignment, RegisterNodeRequest, ReplicaStatus,
+};
+use chronik_proto::data::data_service_server::DataServiceServer;
+use chronik_raft::service::RaftGroup;
+use chronik_raft::{GrpcHost, PeerPool};
+use chronik_shared::config::ChronikConfig;
+use chronik_shared::error::{ChronikError, ErrorCode};
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+
+use crate::DataError;
+use crate::partition::{Partition, PartitionSpec, group_name};
+use crate::service::DataServiceImpl;
+
+pub struct DataInner {
+    pub node_id: u64,
+    cfg: ChronikConfig,
+    raft_config: Arc<openraft::Config>,
+    partitions: RwLock<HashMap<String, Arc<Partition>>>,
+    groups: chronik_raft::RaftGroups,
+    pool: PeerPool,
+    reconcile_lock: Mutex<()>,
+}
+
+impl DataInner {
+    pub fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>, ChronikError> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group_name(topic, partition))
+            .cloned()
+            .ok_or_else(|| {
+                ChronikError::new(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("partition {topic}-{partition} is not hosted on data node {}", self.node_id),
+                )
+            })
+    }
+
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    fn statuses(&self) -> Vec<ReplicaStatus> {
+        self.partitions()
+            .iter()
+            .map(|p| ReplicaStatus {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                is_leader: p.is_leader(),
+                high_watermark: p.high_watermark().max(0) as u64,
+                log_start_offset: p.log_start_offset().max(0) as u64,
+            })
+            .collect()
+    }
+
+    /// Starts the replicas in `assignments` that do not run yet; with `full`, also stops and
+    /// deletes the ones no longer assigned (their topic was deleted).
+    pub async fn reconcile(&self, assignments: Vec<PartitionAssignment>, full: bool) {
+        let _guard = self.reconcile_lock.lock().await;
+        let wanted: HashSet<String> = assignments.iter().map(|a| group_name(&a.topic, a.partition)).collect();
+        for a in assignments {
+            let name = group_name(&a.topic, a.partition);
+            if self.partitions.read().unwrap_or_else(|p| p.into_inner()).contains_key(&name) {
+                continue;
+            }
+            if let Err(e) = self.start_replica(&a).await {
+                tracing::error!(target: "chronik_cluster", "cannot start replica {name}: {e}");
+            }
+        }
+        if full {
+            let stale: Vec<Arc<Partition>> =
+                self.partitions().into_iter().filter(|p| !wanted.contains(&p.name)).collect();
+            for p in stale {
+                tracing::info!(target: "chronik_cluster", "Removing replica {} (no longer assigned to node {})", p.name, self.node_id);
+                self.groups.remove(&p.name);
+                self.partitions.write().unwrap_or_else(|p| p.into_inner()).remove(&p.name);
+                p.shutdown().await;
+                let dir = self.cfg.node.data_dir.join("wal").join(&p.name);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(target: "chronik_cluster", "could not delete {}: {e}", dir.display());
+                }
+            }
+        }
+    }
+
+    async fn start_replica(&self, a: &PartitionAssignment) -> Result<(), ChronikError> {
+        let name = group_name(&a.topic, a.partition);
+        let cfg = &self.cfg;
+        let spec = PartitionSpec {
+            topic: a.topic.clone(),
+            partition: a.partition,
+            dir: cfg.node.data_dir.join("wal").join(&name),
+            wal: chronik_shared::wal::WalOptions::from_config(&cfg.wal),
+            raft: self.raft_config.clone(),
+            pool: self.pool.clone(),
+            chunk_size: cfg.cluster.raft.max_snapshot_chunk_size as usize,
+            snapshot_timeout: Duration::from_secs(cfg.cluster.network.install_snapshot_timeout_secs),
+        };
+        let part = Arc::new(Partition::open(self.node_id, spec).await?);
+        self.groups.insert(
+            name.clone(),
+            Arc::new(RaftGroup {
+                name: name.clone(),
+                raft: part.raft.clone(),
+                staging: cfg.node.data_dir.join("snapshots"),
+            }),
+        );
+        // The first replica of a new partition forms its group; the others are added by it.
+        if part.is_fresh() && a.replicas.first() == Some(&self.node_id) {
+            let members: BTreeMap<u64, BasicNode> = a
+                .replicas
+                .iter()
+                .map(|r| (*r, BasicNode { addr: a.replica_addrs.get(r).cloned().unwrap_or_default() }))
+                .collect();
+            if let Err(e) = part.raft.initialize(members).await {
+                tracing::warn!(target: "chronik_cluster", "partition {name}: not initialising: {e}");
+            }
+        }
+        tracing::info!(target: "chronik_cluster", "Started replica {name} (replicas {:?})", a.replicas);
+        self.partitions.write().unwrap_or_else(|p| p.into_inner()).insert(name, part);
+        Ok(())
+    }
+}
+
+pub struct DataNodeBuilder {
+    config: ChronikConfig,
+    listener: Option<TcpListener>,
+}
+
+pub struct DataNode {
+    inner: Arc<DataInner>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)>,
+}
+
+impl DataNode {
+    pub fn builder(config: ChronikConfig) -> DataNodeBuilder {
+        DataNodeBuilder { config, listener: None }
+    }
+
+    pub fn inner(&self) -> &Arc<DataInner> {
+        &self.inner
+    }
+
+    pub async fn shutdown(mut self) {
+        self.heartbeat.abort();
+        if let Some((tx, handle)) = self.server.take() {
+            let _ = tx.send(());
+            let _ = handle.await;
+        }
+        for p in self.inner.partitions() {
+            p.shutdown().await;
+        }
+    }
+}
+
+impl DataNodeBuilder {
+    pub fn listener(mut self, l: TcpListener) -> Self {
+        self.listener = Some(l);
+        self
+    }
+
+    pub async fn start(mut self) -> Result<DataNode, DataError> {
+        let mut host =
+            GrpcHost::new(self.config.node.id, "data", self.config.cluster.network.max_message_size as usize);
+        let listener = match self.listener.take() {
+            Some(l) => l,
+            None => {
+                let addr = self.config.listeners.grpc;
+                TcpListener::bind(addr).await.map_err(|source| DataError::Bind { addr, source })?
+            }
+        };
+        let mut node = self.start_on(&mut host).await?;
+        let (tx, rx) = oneshot::channel();
+        node.server = Some((
+            tx,
+            host.serve(listener, async move {
+                let _ = rx.await;
+            }),
+        ));
+        Ok(node)
+    }
+
+    /// Adds the data node's services and groups to a gRPC host shared with other roles.
+    pub async fn start_on(self, host: &mut GrpcHost) -> Result<DataNode, DataError> {
+        let cfg = self.config;
+        let raft_config =
+            chronik_raft::raft_config(&cfg, openraft::SnapshotPolicy::Never).map_err(DataError::Config)?;
+        let wal_root = cfg.node.data_dir.join("wal");
+        std::fs::create_dir_all(&wal_root)?;
+        check_partition_logs(&wal_root)?;
+        let inner = Arc::new(DataInner {
+            node_id: cfg.node.id,
+            raft_config: Arc::new(raft_config),
+            partitions: RwLock::default(),
+            groups: host.groups.clone(),
+            pool: PeerPool::new(cfg.cluster.network.max_message_size as usize),
+            reconcile_lock: Mutex::new(()),
+            cfg,
+        });
+        let max = inner.cfg.cluster.network.max_message_size as usize;
+        host.routes().add_service(
+            DataServiceServer::new(DataServiceImpl { inner: inner.clone() })
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        );
+        let heartbeat = tokio::spawn(heartbeat_loop(inner.clone()));
+        Ok(DataNode { inner, heartbeat, server: None })
+    }
+}
+
+/// Registers with the control plane, then reports replicas and applies assignments at every
+/// heartbeat. Never gives up: a control plane that is down is waited for.
+async fn heartbeat_loop(inner: Arc<DataInner>) {
+    let cfg = &inner.cfg;
+    let seeds: Vec<String> = cfg.cluster.seed_nodes.iter().map(|s| s.addr()).collect();
+    let seeds = if seeds.is_empty() { vec![cfg.listeners.advertised_grpc_addr()] } else { seeds };
+    let control = ControlClient::new(seeds.clone(), Duration::from_millis(cfg.cluster.network.request_timeout_ms));
+    let interval = Duration::from_millis(cfg.cluster.heartbeat.interval_ms);
+    let me = NodeInfo {
+        node_id: inner.node_id,
+        role: NodeRole::Data as i32,
+        addr: cfg.listeners.advertised_grpc_addr(),
+        rack: cfg.node.rack.clone().unwrap_or_default(),
+        alive: true,
+        last_heartbeat_ms: 0,
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let req = RegisterNodeRequest { node: Some(me.clone()) };
+        match control
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.register_node(req).await }
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::error!(target: "chronik_cluster", "Failed to join cluster: {}", e.message());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!(target: "chronik_cluster", "Data node {} registered with the control plane", inner.node_id);
+    loop {
+        let req =
+            NodeHeartbeatRequest { node_id: inner.node_id, role: NodeRole::Data as i32, replicas: inner.statuses() };
+        match control
+            .call(|mut c| {
+                let req = req.clone();
+                async move { c.node_heartbeat(req).await }
+            })
+            .await
+        {
+            Ok(resp) => inner.reconcile(resp.assignments, true).await,
+            Err(e) => {
+                tracing::warn!(target: "chronik_cluster", "heartbeat to the control plane failed: {}", e.message())
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Refuses to start on a partition log that is corrupt anywhere but its torn tail: serving
+/// around the damage could hand out wrong data, and the operator has to decide.
+fn check_partition_logs(wal_root: &std::path::Path) -> Result<(), DataError> {
+    for entry in std::fs::read_dir(wal_root)?.flatten() {
+        let path = entry.path();
+        if !path.is_dir() || entry.file_name() == "__meta" {
+            continue;
+        }
+        if let Err(e) = chronik_shared::wal::verify_path(&path) {
+            return Err(DataError::Corrupt(e.to_string()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! One partition replica: its openraft group over the WAL, its offset index, and the produce,
+//! fetch and list-offsets operations on it.
+
+pub mod state_machine;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chronik_raft::codec::EntryCodec;
+use chronik_raft::errors::write_error;
+use chronik_raft::{GrpcNetworkFactory, PeerPool, PurgeMode, RaftObserver, WalLogStore};
+use chronik_shared::error::{ChronikError, ErrorCode, LeaderHint};
+use openraft::EntryPayload;
+use openraft::async_runtime::WatchReceiver;
+
+use crate::batch;
+use crate::types::{DataCommand, DataResponse, PartitionTypeConfig};
+pub use state_machine::{IndexedBatch, PartitionStateMachine};
+
+pub type PartitionRaft = openraft::Raft<PartitionTypeConfig, PartitionStateMachine>;
+
+/// Everything needed to open a partition replica.
+pub struct PartitionSpec {
+    pub topic: String,
+    pub partition: u32,
+    pub dir: std::path::PathBuf,
+    pub wal: chronik_shared::wal::WalOptions,
+    pub raft: Arc<openraft::Config>,
+    pub pool: PeerPool,
+    pub chunk_size: usize,
+    pub snapshot_timeout: Duration,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub partition: u32,
+    pub name: String,
+    pub node_id: u64,
+    pub raft: PartitionRaft,
+    pub store: WalLogStore<PartitionTypeConfig>,
+    pub sm: PartitionStateMachine,
+    observer: tokio::task::JoinHandle<()>,
+}
+
+pub fn group_name(topic: &str, partition: u32) -> String {
+    format!("{topic}-{partition}")
+}
+
+fn storage_error(e: impl std::fmt::Display, what: &str) -> ChronikError {
+    ChronikError::new(ErrorCode::StorageError, format!("{what}: {e}"))
+}
+
+impl Partition {
+    /// Opens the replica's log and starts its Raft group (replaying the log into the index).
+    pub async fn open(node_id: u64, spec: PartitionSpec) -> Result<Partition, ChronikError> {
+        let name = group_name(&spec.topic, spec.partition);
+        std::fs::create_dir_all(&spec.dir)
+            .map_err(|e| storage_error(e, &format!("creating {}", spec.dir.display())))?;
+        let store = WalLogStore::<PartitionTypeConfig>::open(&spec.dir, spec.partition, spec.wal, PurgeMode::Keep)
+            .map_err(|e| storage_error(e, &format!("opening the log of {name}")))?
+            .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[&name]));
+        let sm = PartitionStateMachine::new(spec.dir.join("snapshots"));
+        let network = GrpcNetworkFactory::<PartitionTypeConfig>::new(
+            name.clone(),
+            spec.pool,
+            spec.chunk_size,
+            spec.snapshot_timeout,
+        );
+        // The raft config has SnapshotPolicy::Never: the log is the partition's data and only
+        // retention removes it, never openraft's purge.
+        let raft = openraft::Raft::new(node_id, spec.raft, network, store.clone(), sm.clone())
+            .await
+            .map_err(|e| ChronikError::new(ErrorCode::Unavailable, format!("starting Raft group {name}: {e}")))?;
+        let observer = RaftObserver::spawn(name.clone(), &raft);
+        Ok(Partition { topic: spec.topic, partition: spec.partition, name, node_id, raft, store, sm, observer })
+    }
+
+    pub fn is_fresh(&self) -> bool {
+        !self.store.has_raft_state()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.node_id)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.sm.hw.borrow()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.sm.lock().log_start_offset
+    }
+
+    fn not_leader(&self) -> ChronikError {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let hint = m.current_leader.and_then(|id| {
+            m.membership_config.membership().get_node(&id).map(|n| LeaderHint { node_id: id, addr: n.addr.clone() })
+        });
+        ChronikError::not_leader(hint, &format!("partition {}", self.name))
+    }
+
+    /// Validates and appends one batch; returns once it is committed and applied.
+    pub async fn produce(&self, batch_bytes: Bytes) -> Result<DataResponse, ChronikError> {
+        batch::validate(&batch_bytes)?;
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        let resp = self
+            .raft
+            .client_write(DataCommand::Append { batch: batch_bytes })
+            .await
+            .map_err(|e| write_error(e, &format!("partition {}", self.name)))?;
+        Ok(resp.data)
+    }
+
+    /// Batches from `offset` on, up to about `max_bytes` (at least one batch when any), with
+    /// their `baseOffset` rewritten to the offsets they were given.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ChronikError> {
+        let selected: Vec<IndexedBatch> = {
+            let idx = self.sm.lock();
+            let mut out = Vec::new();
+            let mut total = 0usize;
+            for b in &idx.batches[idx.find(offset)..] {
+                if !out.is_empty() && total + b.bytes as usize > max_bytes {
+                    break;
+                }
+                total += b.bytes as usize;
+                out.push(*b);
+                if total >= max_bytes {
+                    break;
+                }
+            }
+            out
+        };
+        let (Some(first), Some(last)) = (selected.first(), selected.last()) else {
+            return Ok(Bytes::new());
+        };
+        let offsets: HashMap<u64, i64> = selected.iter().map(|b| (b.log_index, b.base_offset)).collect();
+        let records = self
+            .store
+            .wal()
+            .read(first.log_index, last.log_index + 1, usize::MAX)
+            .map_err(|e| storage_error(e, &format!("reading {}", self.name)))?;
+        let mut out = BytesMut::with_capacity(selected.iter().map(|b| b.bytes as usize).sum());
+        for (index, rec) in records {
+            let Some(base) = offsets.get(&index) else { continue };
+            let entry = PartitionTypeConfig::decode_entry(rec)
+                .map_err(|e| storage_error(e, &format!("decoding {}", self.name)))?;
+            if let EntryPayload::Normal(DataCommand::Append { batch }) = entry.payload {
+                let start = out.len();
+                out.extend_from_slice(&batch);
+                out[start..start + 8].copy_from_slice(&base.to_be_bytes());
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    /// ListOffsets: -2 earliest, -1 latest, -3 the record with the largest timestamp,
+    /// otherwise the first offset whose timestamp is at least `ts`. Returns (offset, timestamp).
+    pub fn list_offset(&self, ts: i64) -> Result<(i64, i64), ChronikError> {
+        let (start, hw, candidates) = {
+            let idx = self.sm.lock();
+            let hw = idx.next_offset;
+            match ts {
+                -2 => return Ok((idx.log_start_offset, -1)),
+                -1 => return Ok((hw, -1)),
+                -3 => {
+                    let best = idx.batches.iter().max_by_key(|b| (b.max_timestamp, std::cmp::Reverse(b.base_offset)));
+                    return Ok(best.map(|b| (b.last_offset, b.max_timestamp)).unwrap_or((-1, -1)));
+                }
+                _ => {}
+            }
+            let first = idx.batches.partition_point(|b| b.max_timestamp < ts);
+            (idx.log_start_offset, hw, idx.batches.get(first).copied())
+        };
+        let _ = (start, hw);
+        let Some(b) = candidates else { return Ok((-1, -1)) };
+        let bytes = self.read(b.base_offset, 1)?;
+        let delta = batch::first_offset_delta_at_or_after(&bytes, ts).unwrap_or(0);
+        let at = batch::info(&bytes).map(|i| i.base_timestamp).unwrap_or(b.max_timestamp);
+        Ok((b.base_offset + delta, at.max(ts)))
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(target: "chronik_raft", partition = %self.name, "Raft group did not stop cleanly: {e}");
+        }
+        self.observer.abort();
+        self.store.wal().close();
+    }
+}

@@ -1,0 +1,179 @@
+//! A partition's state machine: assigns Kafka offsets to batches as their entries are applied
+//! and keeps the index from offsets to log entries that fetch reads through.
+//!
+//! The data itself stays in the Raft log (the WAL). The index is rebuilt on start by applying
+//! the log again, which openraft does because this state machine reports nothing applied.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chronik_raft::service::SnapshotFiles;
+use futures::{Stream, StreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use tokio::sync::watch;
+
+use crate::batch;
+use crate::types::{DataCommand, DataResponse, PartitionTypeConfig};
+
+type C = PartitionTypeConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_index: u64,
+    pub max_timestamp: i64,
+    pub bytes: u32,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct PartitionIndex {
+    pub applied: Option<LogIdOf<C>>,
+    pub membership: StoredMembershipOf<C>,
+    pub log_start_offset: i64,
+    pub next_offset: i64,
+    pub batches: Vec<IndexedBatch>,
+}
+
+impl PartitionIndex {
+    /// Position in `batches` of the batch holding `offset`, or of the first one after it.
+    pub fn find(&self, offset: i64) -> usize {
+        self.batches.partition_point(|b| b.last_offset < offset)
+    }
+}
+
+#[derive(Clone)]
+pub struct PartitionStateMachine {
+    pub index: Arc<Mutex<PartitionIndex>>,
+    /// Where snapshots of the index are written.
+    snapshot_dir: PathBuf,
+    current: Arc<Mutex<Option<SnapshotOf<C, SnapshotFiles>>>>,
+    /// The high watermark (next offset after the last applied batch), for long polls.
+    pub hw: watch::Sender<i64>,
+}
+
+impl PartitionStateMachine {
+    pub fn new(snapshot_dir: PathBuf) -> Self {
+        let (hw, _) = watch::channel(0);
+        Self { index: Arc::default(), hw, snapshot_dir, current: Arc::default() }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, PartitionIndex> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RaftStateMachine<C> for PartitionStateMachine {
+    type SnapshotData = SnapshotFiles;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let idx = self.lock();
+        Ok((idx.applied, idx.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut hw = None;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let resp = {
+                let mut idx = self.lock();
+                idx.applied = Some(entry.log_id);
+                match &entry.payload {
+                    EntryPayload::Normal(DataCommand::Append { batch }) => {
+                        // Batches were validated before they were proposed; a header that does
+                        // not parse here is stored data gone bad.
+                        let info = batch::info(batch).ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("log entry {} holds no record batch", entry.log_id),
+                            )
+                        })?;
+                        let base = idx.next_offset;
+                        let last = base + info.last_offset_delta as i64;
+                        idx.batches.push(IndexedBatch {
+                            base_offset: base,
+                            last_offset: last,
+                            log_index: entry.log_id.index,
+                            max_timestamp: info.max_timestamp,
+                            bytes: batch.len() as u32,
+                        });
+                        idx.next_offset = last + 1;
+                        hw = Some(idx.next_offset);
+                        DataResponse { base_offset: base, log_start_offset: idx.log_start_offset }
+                    }
+                    EntryPayload::Membership(m) => {
+                        idx.membership = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
+                        DataResponse { base_offset: -1, log_start_offset: idx.log_start_offset }
+                    }
+                    EntryPayload::Blank => DataResponse { base_offset: -1, log_start_offset: idx.log_start_offset },
+                }
+            };
+            if let Some(r) = responder {
+                r.send(resp);
+            }
+        }
+        if let Some(hw) = hw {
+            self.hw.send_replace(hw);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotFiles) -> Result<(), io::Error> {
+        let (name, _) = snapshot
+            .files
+            .first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "partition snapshot has no index file"))?;
+        let mut index: PartitionIndex = serde_json::from_slice(&std::fs::read(snapshot.dir.join(name))?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("partition snapshot index: {e}")))?;
+        index.applied = meta.last_log_id;
+        index.membership = meta.last_membership.clone();
+        let hw = index.next_offset;
+        *self.lock() = index;
+        self.hw.send_replace(hw);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(openraft::Snapshot { meta: meta.clone(), snapshot });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotFiles>>, io::Error> {
+        Ok(self.current.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+impl RaftSnapshotBuilder<C> for PartitionStateMachine {
+    type SnapshotData = SnapshotFiles;
+
+    /// A snapshot of the offset index. The batches stay in the WAL segments; sending those to
+    /// a follower that lost them is replication's job (design §4).
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotFiles>, io::Error> {
+        let (bytes, meta) = {
+            let idx = self.lock();
+            let meta = SnapshotMetaOf::<C> { last_log_id: idx.applied, last_membership: idx.membership.clone() };
+            (serde_json::to_vec(&*idx).map_err(io::Error::other)?, meta)
+        };
+        std::fs::create_dir_all(&self.snapshot_dir)?;
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let name = format!("index_{index:08}.json");
+        let tmp = self.snapshot_dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.snapshot_dir.join(&name))?;
+        let snapshot = openraft::Snapshot {
+            meta,
+            snapshot: SnapshotFiles { dir: self.snapshot_dir.clone(), files: vec![(name, bytes.len() as u64)] },
+        };
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
+        Ok(snapshot)
+    }
+}

@@ -1,0 +1,149 @@
+//! `chronik.data.DataService`: produce, fetch (with long poll) and list offsets for gateways;
+//! replica assignments from the control plane.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronik_proto::data::data_service_server::DataService;
+use chronik_proto::data::*;
+use chronik_shared::error::{ChronikError, ErrorCode};
+use tonic::{Request, Response, Status};
+
+use crate::node::DataInner;
+use crate::partition::Partition;
+
+#[derive(Clone)]
+pub struct DataServiceImpl {
+    pub(crate) inner: Arc<DataInner>,
+}
+
+impl DataServiceImpl {
+    fn partition(&self, tp: Option<&TopicPartition>) -> Result<Arc<Partition>, ChronikError> {
+        let tp = tp.ok_or_else(|| ChronikError::new(ErrorCode::InvalidRequest, "request without topic partition"))?;
+        self.inner.partition(&tp.topic, tp.partition)
+    }
+}
+
+/// Reads what one partition of a fetch has ready.
+fn fetch_one(inner: &DataInner, p: &FetchPartition, budget: usize) -> FetchedPartition {
+    let tp = p.tp.clone();
+    let mut out = FetchedPartition { tp: tp.clone(), ..Default::default() };
+    let part = match tp.as_ref().map(|tp| inner.partition(&tp.topic, tp.partition)) {
+        Some(Ok(part)) => part,
+        Some(Err(e)) => {
+            out.error_code = e.code.id();
+            out.error_message = e.message;
+            return out;
+        }
+        None => {
+            out.error_code = ErrorCode::InvalidRequest.id();
+            return out;
+        }
+    };
+    let hw = part.high_watermark();
+    let start = part.log_start_offset();
+    out.high_watermark = hw;
+    out.log_start_offset = start;
+    if !part.is_leader() {
+        let e = ChronikError::not_leader(None, &format!("partition {}", part.name));
+        out.error_code = e.code.id();
+        out.error_message = e.message;
+        return out;
+    }
+    if p.offset < start || p.offset > hw {
+        out.error_code = ErrorCode::OffsetOutOfRange.id();
+        out.error_message = format!("offset {} is outside [{start}, {hw}] of {}", p.offset, part.name);
+        return out;
+    }
+    if p.offset == hw || budget == 0 {
+        return out;
+    }
+    let max = (p.max_bytes as usize).min(budget).max(1);
+    match part.read(p.offset, max) {
+        Ok(b) => out.records = b,
+        Err(e) => {
+            out.error_code = e.code.id();
+            out.error_message = e.message;
+        }
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl DataService for DataServiceImpl {
+    async fn produce(&self, request: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
+        let req = request.into_inner();
+        let part = self.partition(req.tp.as_ref())?;
+        let timeout = Duration::from_millis(req.timeout_ms.clamp(1, 300_000) as u64);
+        let resp = tokio::time::timeout(timeout, part.produce(req.batch)).await.map_err(|_| {
+            ChronikError::new(ErrorCode::Timeout, format!("partition {} did not commit within {timeout:?}", part.name))
+        })??;
+        Ok(Response::new(ProduceResponse {
+            base_offset: resp.base_offset,
+            log_append_time_ms: -1,
+            log_start_offset: resp.log_start_offset,
+        }))
+    }
+
+    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchResponse>, Status> {
+        let req = request.into_inner();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.min(60_000) as u64);
+        let max_bytes = if req.max_bytes == 0 { usize::MAX } else { req.max_bytes as usize };
+        // Subscribe before reading so an append between the read and the wait still wakes us.
+        let mut watches: Vec<_> = req
+            .partitions
+            .iter()
+            .filter_map(|p| p.tp.as_ref())
+            .filter_map(|tp| self.inner.partition(&tp.topic, tp.partition).ok())
+            .map(|p| p.sm.hw.subscribe())
+            .collect();
+        loop {
+            let mut budget = max_bytes;
+            let mut parts = Vec::with_capacity(req.partitions.len());
+            let mut total = 0usize;
+            let mut any_error = false;
+            for p in &req.partitions {
+                let f = fetch_one(&self.inner, p, budget);
+                budget = budget.saturating_sub(f.records.len());
+                total += f.records.len();
+                any_error |= f.error_code != 0;
+                parts.push(f);
+            }
+            if total >= req.min_bytes.max(1) as usize
+                || any_error
+                || tokio::time::Instant::now() >= deadline
+                || watches.is_empty()
+            {
+                let bytes: usize = parts.iter().map(|p| p.records.len()).sum();
+                tracing::trace!(target: "chronik_server", "fetch answered with {bytes} bytes");
+                return Ok(Response::new(FetchResponse { partitions: parts }));
+            }
+            for w in watches.iter_mut() {
+                w.borrow_and_update();
+            }
+            let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                continue;
+            }
+        }
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let req = request.into_inner();
+        let part = self.partition(req.tp.as_ref())?;
+        let (offset, timestamp) = part.list_offset(req.timestamp)?;
+        Ok(Response::new(ListOffsetsResponse { offset, timestamp }))
+    }
+
+    async fn apply_assignments(
+        &self,
+        request: Request<ApplyAssignmentsRequest>,
+    ) -> Result<Response<ApplyAssignmentsResponse>, Status> {
+        let req = request.into_inner();
+        self.inner.reconcile(req.assignments, req.full).await;
+        Ok(Response::new(ApplyAssignmentsResponse {}))
+    }
+}
