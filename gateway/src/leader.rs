@@ -1,0 +1,105 @@
+//! Calling a partition's data-plane leader: find it in the metadata cache, call it, and on
+//! "not leader" follow the hint (or refresh the cache) and retry with a short backoff until
+//! the request's deadline. The answer that finally goes to the client is the last error, so
+//! it gets `NOT_LEADER_OR_FOLLOWER` and the like when leadership did not settle in time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chronik_proto::data::data_service_client::DataServiceClient;
+use chronik_shared::error::{ChronikError, ErrorCode};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::context::Ctx;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(400);
+/// A miss in the cache refreshes it if it is older than this.
+const STALE: Duration = Duration::from_millis(100);
+
+/// Calls `f` on the data node leading `topic`/`partition` until it answers, a non-retryable
+/// error comes back, or `deadline` passes.
+pub(crate) async fn call_leader<T, F, Fut>(
+    ctx: &Ctx,
+    topic: &str,
+    partition: i32,
+    deadline: Instant,
+    f: F,
+) -> Result<T, ChronikError>
+where
+    F: Fn(DataServiceClient<Channel>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut hint: Option<String> = None;
+    let mut last: Option<ChronikError> = None;
+    loop {
+        let via_hint = hint.is_some();
+        let attempt = async {
+            let addr = match hint.take() {
+                Some(a) => a,
+                None => resolve(ctx, topic, partition).await.map_err(Failure::Resolve)?,
+            };
+            let client = ctx.data.get(&addr).map_err(Failure::Call)?;
+            f(client).await.map(tonic::Response::into_inner).map_err(|s| Failure::Call(s.into()))
+        };
+        let err = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(Failure::Resolve(e))) if e.code == ErrorCode::UnknownTopicOrPartition => return Err(e),
+            Ok(Err(Failure::Resolve(e) | Failure::Call(e))) => e,
+            Err(_) => return Err(last.unwrap_or_else(|| timed_out(topic, partition))),
+        };
+        if !retryable(&err) {
+            return Err(err);
+        }
+        ctx.cache.refresh_soon();
+        let view = ctx.cache.view();
+        hint = err
+            .leader
+            .as_ref()
+            .and_then(|l| view.data_nodes.get(&l.node_id).cloned().or_else(|| Some(l.addr.clone())))
+            .filter(|a| !a.is_empty());
+        if Instant::now() + backoff >= deadline {
+            return Err(err);
+        }
+        tracing::debug!(target: "chronik_gateway", "{topic}-{partition}: {err}; retrying");
+        last = Some(err);
+        // A fresh hint is worth trying at once; otherwise give the election a moment (and
+        // never bounce between two nodes that each name the other).
+        if hint.is_none() || via_hint {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+enum Failure {
+    /// The cache does not know the leader.
+    Resolve(ChronikError),
+    /// The data node (or the way to it) failed.
+    Call(ChronikError),
+}
+
+async fn resolve(ctx: &Ctx, topic: &str, partition: i32) -> Result<String, ChronikError> {
+    match ctx.cache.view().leader(topic, partition) {
+        Ok((_, addr)) => Ok(addr),
+        Err(_) => ctx.cache.fresh(STALE).await?.leader(topic, partition).map(|(_, addr)| addr),
+    }
+}
+
+/// Errors a leader change explains. `UnknownTopicOrPartition` from a data node (the cache
+/// knows the topic) means its replica is still being created.
+fn retryable(e: &ChronikError) -> bool {
+    matches!(
+        e.code,
+        ErrorCode::NotLeader | ErrorCode::NoLeader | ErrorCode::Unavailable | ErrorCode::UnknownTopicOrPartition
+    )
+}
+
+fn timed_out(topic: &str, partition: i32) -> ChronikError {
+    ChronikError::new(
+        ErrorCode::Timeout,
+        format!("no answer from the leader of {topic}-{partition} within the request timeout"),
+    )
+}
