@@ -30,6 +30,8 @@ pub struct DataInner {
     groups: chronik_raft::RaftGroups,
     pool: PeerPool,
     reconcile_lock: Mutex<()>,
+    /// True once the control plane has accepted a heartbeat from this node.
+    registered: tokio::sync::watch::Sender<bool>,
 }
 
 impl DataInner {
@@ -153,6 +155,13 @@ impl DataNode {
         &self.inner
     }
 
+    /// Waits until the control plane has this node as a live data node (placement only uses
+    /// live ones). False on timeout.
+    pub async fn wait_registered(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.registered.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
+    }
+
     pub async fn shutdown(mut self) {
         self.heartbeat.abort();
         if let Some((tx, handle)) = self.server.take() {
@@ -207,6 +216,7 @@ impl DataNodeBuilder {
             groups: host.groups.clone(),
             pool: PeerPool::new(cfg.cluster.network.max_message_size as usize),
             reconcile_lock: Mutex::new(()),
+            registered: tokio::sync::watch::channel(false).0,
             cfg,
         });
         let max = inner.cfg.cluster.network.max_message_size as usize;
@@ -265,7 +275,10 @@ async fn heartbeat_loop(inner: Arc<DataInner>) {
             })
             .await
         {
-            Ok(resp) => inner.reconcile(resp.assignments, true).await,
+            Ok(resp) => {
+                inner.registered.send_replace(true);
+                inner.reconcile(resp.assignments, true).await
+            }
             Err(e) => {
                 tracing::warn!(target: "chronik_cluster", "heartbeat to the control plane failed: {}", e.message())
             }

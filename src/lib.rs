@@ -1,0 +1,169 @@
+//! `chronik-server` as a library: each role started from its config, and standalone mode
+//! (all three roles in one process), used by the binary and by the integration tests alike.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chronik_control_plane::ControlNode;
+use chronik_data_plane::DataNode;
+use chronik_gateway::Gateway;
+use chronik_raft::GrpcHost;
+use chronik_shared::config::{ChronikConfig, SeedNode};
+use chronik_shared::http::{self, NodeStatus};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Standalone gives each role its own node id (`node.id`, +1, +2): ids are unique across
+/// roles, and the control plane keeps data nodes and gateways by id.
+pub struct Standalone {
+    pub kafka_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    control: ControlNode,
+    data: DataNode,
+    gateway: Gateway,
+    grpc: (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>),
+    http: (oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>),
+}
+
+async fn bind(addr: SocketAddr, what: &str, key: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        format!("cannot listen on {addr} for {what}: {e}; is another process using the port? Change {key}")
+    })
+}
+
+impl Standalone {
+    pub async fn start(mut cfg: ChronikConfig) -> Result<Standalone, String> {
+        let grpc_l = bind(cfg.listeners.grpc, "gRPC", "listeners.grpc").await?;
+        let kafka_l = bind(cfg.listeners.kafka, "Kafka", "listeners.kafka").await?;
+        let http_l = http::bind(cfg.listeners.http).await?;
+        let grpc_addr = grpc_l.local_addr().map_err(|e| e.to_string())?;
+        let kafka_addr = kafka_l.local_addr().map_err(|e| e.to_string())?;
+        let http_addr = http_l.local_addr().map_err(|e| e.to_string())?;
+        cfg.listeners.advertised_grpc.get_or_insert_with(|| grpc_addr.to_string());
+        cfg.listeners.advertised_kafka.get_or_insert_with(|| kafka_addr.to_string());
+        cfg.cluster.seed_nodes.clear();
+
+        let base_id = cfg.node.id;
+        let mut host = GrpcHost::new(base_id, "standalone", cfg.cluster.network.max_message_size as usize);
+        let control = ControlNode::builder(cfg.clone()).start_on(&mut host).await.map_err(|e| e.to_string())?;
+
+        let seed = SeedNode { id: base_id, host: grpc_addr.ip().to_string(), port: grpc_addr.port() };
+        let mut data_cfg = cfg.clone();
+        data_cfg.node.id = base_id + 1;
+        data_cfg.cluster.seed_nodes = vec![seed.clone()];
+        let data = DataNode::builder(data_cfg).start_on(&mut host).await.map_err(|e| e.to_string())?;
+
+        let (grpc_tx, grpc_rx) = oneshot::channel::<()>();
+        let grpc = host.serve(grpc_l, async move {
+            let _ = grpc_rx.await;
+        });
+
+        let mut gw_cfg = cfg.clone();
+        gw_cfg.node.id = base_id + 2;
+        gw_cfg.cluster.seed_nodes = vec![seed];
+        let gateway = Gateway::builder(gw_cfg).kafka_listener(kafka_l).start().await.map_err(|e| e.to_string())?;
+
+        let status = NodeStatus::new(base_id, vec!["control", "data", "gateway"]);
+        let raft = control.raft().clone();
+        status.add_check(
+            "control_plane_leader",
+            std::sync::Arc::new(move || {
+                use openraft::async_runtime::WatchReceiver;
+                match raft.metrics().borrow_watched().current_leader {
+                    Some(l) => Ok(format!("node {l} leads __meta")),
+                    None => Err("the control plane has no leader".to_string()),
+                }
+            }),
+        );
+        let (http_tx, http_rx) = oneshot::channel::<()>();
+        let http = http::serve(http_l, http::router(status), async move {
+            let _ = http_rx.await;
+        });
+        control.wait_for_leader(Duration::from_secs(10)).await;
+        if !data.wait_registered(Duration::from_secs(10)).await {
+            tracing::warn!(target: "chronik_server", "the data node has not registered with the control plane yet; topic creation waits for it");
+        }
+        tracing::info!(target: "chronik_server", "Chronik standalone ready: Kafka on {kafka_addr}, HTTP on {http_addr}, gRPC on {grpc_addr}, data in {}", cfg.node.data_dir.display());
+        Ok(Standalone {
+            kafka_addr,
+            http_addr,
+            grpc_addr,
+            control,
+            data,
+            gateway,
+            grpc: (grpc_tx, grpc),
+            http: (http_tx, http),
+        })
+    }
+
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+        let _ = self.http.0.send(());
+        let _ = self.http.1.await;
+        self.data.shutdown().await;
+        let _ = self.grpc.0.send(());
+        let _ = self.grpc.1.await;
+        self.control.shutdown().await;
+    }
+}
+
+/// Runs one role until Ctrl-C / SIGTERM.
+pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
+    let http_l = http::bind(cfg.listeners.http).await?;
+    let status = NodeStatus::new(
+        cfg.node.id,
+        vec![match role {
+            "control" => "control",
+            "data" => "data",
+            _ => "gateway",
+        }],
+    );
+    let (http_tx, http_rx) = oneshot::channel::<()>();
+    let http = http::serve(http_l, http::router(status), async move {
+        let _ = http_rx.await;
+    });
+    match role {
+        "control" => {
+            let node = ControlNode::builder(cfg).start().await.map_err(|e| e.to_string())?;
+            wait_for_signal().await;
+            node.shutdown().await;
+        }
+        "data" => {
+            let node = DataNode::builder(cfg).start().await.map_err(|e| e.to_string())?;
+            wait_for_signal().await;
+            node.shutdown().await;
+        }
+        _ => {
+            let gw = Gateway::builder(cfg).start().await.map_err(|e| e.to_string())?;
+            wait_for_signal().await;
+            gw.shutdown().await;
+        }
+    }
+    let _ = http_tx.send(());
+    let _ = http.await;
+    Ok(())
+}
+
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!(target: "chronik_server", "Shutting down");
+}

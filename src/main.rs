@@ -1,0 +1,168 @@
+//! `chronik-server`: parses arguments and starts the role asked for.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chronik_shared::config::{ChronikConfig, ConfigSources};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "chronik-server", version, about = "Chronik: a Kafka-compatible streaming platform")]
+struct Cli {
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct RoleArgs {
+    /// TOML config file (conventionally /etc/chronik/chronik.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set cluster.raft.election_timeout_ms=200`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// All three roles in one process: Kafka on 127.0.0.1:9092, HTTP on 127.0.0.1:8080.
+    Standalone {
+        #[command(flatten)]
+        args: RoleArgs,
+        /// Where data lives (default ./chronik-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// A control-plane node (the __meta Raft group).
+    Control(RoleArgs),
+    /// A data-plane node (partition replicas).
+    Data(RoleArgs),
+    /// A gateway (Kafka protocol and admin REST).
+    Gateway(RoleArgs),
+    /// Offline WAL inspection.
+    Debug {
+        #[command(subcommand)]
+        cmd: DebugCmd,
+    },
+    /// Version, git commit and build profile.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum DebugCmd {
+    /// Print every record of a segment file or a directory of segments.
+    WalDump {
+        #[arg(long)]
+        path: PathBuf,
+    },
+    /// Check every record's checksum; non-zero exit on corruption.
+    WalVerify {
+        #[arg(long)]
+        path: PathBuf,
+    },
+    /// Segment, record and byte counts.
+    WalStats {
+        #[arg(long)]
+        path: PathBuf,
+    },
+}
+
+fn load(args: &RoleArgs, base: Option<ChronikConfig>) -> Result<ChronikConfig, String> {
+    let mut overrides = Vec::new();
+    for s in &args.set {
+        let (k, v) = s.split_once('=').ok_or_else(|| {
+            format!("--set {s:?}: expected KEY=VALUE, e.g. --set cluster.raft.election_timeout_ms=200")
+        })?;
+        overrides.push((k.to_string(), v.to_string()));
+    }
+    let sources = ConfigSources { file: args.config.as_deref(), env: std::env::vars().collect(), overrides };
+    let (cfg, warnings) = ChronikConfig::load_layered(base.unwrap_or_default(), sources).map_err(|e| e.to_string())?;
+    for w in warnings {
+        tracing::warn!(target: "chronik_server", "config: {w}");
+    }
+    Ok(cfg)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Version => {
+            println!(
+                "chronik-server {} (commit {}, {} build)",
+                env!("CARGO_PKG_VERSION"),
+                option_env!("CHRONIK_GIT_COMMIT").unwrap_or("unknown"),
+                if cfg!(debug_assertions) { "debug" } else { "release" }
+            );
+            Ok(())
+        }
+        Command::Debug { cmd } => debug(cmd),
+        Command::Standalone { args, data_dir } => {
+            let mut base = ChronikConfig::standalone_defaults();
+            if let Some(d) = data_dir {
+                base.node.data_dir = d;
+            }
+            let cfg = load(&args, Some(base))?;
+            runtime()?.block_on(async move {
+                let node = chronik_server::Standalone::start(cfg).await?;
+                chronik_server::wait_for_signal().await;
+                node.shutdown().await;
+                Ok(())
+            })
+        }
+        Command::Control(args) => {
+            let cfg = load(&args, None)?;
+            runtime()?.block_on(chronik_server::run_role("control", cfg))
+        }
+        Command::Data(args) => {
+            let cfg = load(&args, None)?;
+            runtime()?.block_on(chronik_server::run_role("data", cfg))
+        }
+        Command::Gateway(args) => {
+            let cfg = load(&args, None)?;
+            runtime()?.block_on(chronik_server::run_role("gateway", cfg))
+        }
+    }
+}
+
+fn debug(cmd: DebugCmd) -> Result<(), String> {
+    use chronik_shared::wal;
+    match cmd {
+        DebugCmd::WalDump { path } => {
+            let stdout = std::io::stdout();
+            wal::dump_path(&path, &mut stdout.lock()).map_err(|e| e.to_string())
+        }
+        DebugCmd::WalVerify { path } => {
+            let report = wal::verify_path(&path).map_err(|e| e.to_string())?;
+            println!("{report}");
+            Ok(())
+        }
+        DebugCmd::WalStats { path } => {
+            let stats = wal::stats_path(&path).map_err(|e| e.to_string())?;
+            println!("{stats}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    chronik_shared::telemetry::init(cli.log_format == "json");
+    chronik_shared::metrics::init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(target: "chronik_server", "{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
