@@ -59,6 +59,13 @@ impl Standalone {
             let _ = grpc_rx.await;
         });
 
+        // Clients are served once topics can be placed: the Kafka port is bound already, so
+        // early connections wait in its backlog rather than being refused.
+        control.wait_for_leader(Duration::from_secs(10)).await;
+        if !data.wait_registered(Duration::from_secs(10)).await {
+            tracing::warn!(target: "chronik_server", "the data node has not registered with the control plane yet; topic creation waits for it");
+        }
+
         let mut gw_cfg = cfg.clone();
         gw_cfg.node.id = base_id + 2;
         gw_cfg.cluster.seed_nodes = vec![seed];
@@ -80,10 +87,6 @@ impl Standalone {
         let http = http::serve(http_l, http::router(status), async move {
             let _ = http_rx.await;
         });
-        control.wait_for_leader(Duration::from_secs(10)).await;
-        if !data.wait_registered(Duration::from_secs(10)).await {
-            tracing::warn!(target: "chronik_server", "the data node has not registered with the control plane yet; topic creation waits for it");
-        }
         tracing::info!(target: "chronik_server", "Chronik standalone ready: Kafka on {kafka_addr}, HTTP on {http_addr}, gRPC on {grpc_addr}, data in {}", cfg.node.data_dir.display());
         Ok(Standalone {
             kafka_addr,

@@ -225,11 +225,7 @@ impl RaftStateMachine<C> for ControlStateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotFiles) -> Result<(), io::Error> {
-        let (name, _) = snapshot
-            .files
-            .first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "control-plane snapshot has no file"))?;
-        let bytes = std::fs::read(snapshot.dir.join(name))?;
+        let bytes = snapshot.read_single("control-plane")?;
         let dump: Dump = decode(&bytes)?;
         let txn = self.db.begin_write().map_err(db_err)?;
         {
@@ -269,11 +265,7 @@ impl ControlStateMachine {
     fn persist_snapshot(&self, meta: &SnapshotMetaOf<C>, bytes: &[u8]) -> io::Result<SnapshotFiles> {
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let name = format!("snapshot_{index:08}.snap");
-        let tmp = self.snapshot_dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, self.snapshot_dir.join(&name))?;
-        let files = SnapshotFiles { dir: self.snapshot_dir.clone(), files: vec![(name.clone(), bytes.len() as u64)] };
+        let files = SnapshotFiles::write_single(&self.snapshot_dir, &name, bytes)?;
         chronik_raft::log_store::write_json_atomic(&self.snapshot_dir, "current.meta.json", &(meta, &files))?;
         // Older snapshots are superseded once the new meta is durable.
         if let Ok(rd) = std::fs::read_dir(&self.snapshot_dir) {

@@ -69,16 +69,7 @@ pub fn validate(b: &[u8]) -> Result<BatchInfo, ChronikError> {
     if crc != actual {
         return Err(corrupt(format!("record batch CRC mismatch: header says {crc:#010x}, content has {actual:#010x}")));
     }
-    let info = BatchInfo {
-        attributes: i16_at(b, 21),
-        last_offset_delta: i32_at(b, 23),
-        base_timestamp: i64_at(b, 27),
-        max_timestamp: i64_at(b, 35),
-        producer_id: i64_at(b, 43),
-        producer_epoch: i16_at(b, 51),
-        base_sequence: i32_at(b, 53),
-        record_count: i32_at(b, 57),
-    };
+    let info = info(b).ok_or_else(|| corrupt("record batch header is truncated".to_string()))?;
     if info.last_offset_delta < 0 || info.record_count <= 0 || info.last_offset_delta + 1 < info.record_count {
         return Err(corrupt(format!(
             "record batch claims {} records with last offset delta {}",

@@ -32,6 +32,28 @@ impl SnapshotFiles {
         self.files.iter().map(|(_, n)| n).sum()
     }
 
+    /// Writes a one-file snapshot durably (temp file, fsync, rename) and describes it.
+    pub fn write_single(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<SnapshotFiles> {
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!("{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(SnapshotFiles { dir: dir.to_path_buf(), files: vec![(name.to_string(), bytes.len() as u64)] })
+    }
+
+    /// The content of a one-file snapshot; `what` names it in the error.
+    pub fn read_single(&self, what: &str) -> std::io::Result<Vec<u8>> {
+        let (name, _) = self.files.first().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{what} snapshot in {} has no file", self.dir.display()),
+            )
+        })?;
+        std::fs::read(self.dir.join(name))
+    }
+
     pub(crate) fn chunks(
         &self,
         group: String,

@@ -130,11 +130,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotFiles) -> Result<(), io::Error> {
-        let (name, _) = snapshot
-            .files
-            .first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "partition snapshot has no index file"))?;
-        let mut index: PartitionIndex = serde_json::from_slice(&std::fs::read(snapshot.dir.join(name))?)
+        let mut index: PartitionIndex = serde_json::from_slice(&snapshot.read_single("partition index")?)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("partition snapshot index: {e}")))?;
         index.applied = meta.last_log_id;
         index.membership = meta.last_membership.clone();
@@ -162,17 +158,10 @@ impl RaftSnapshotBuilder<C> for PartitionStateMachine {
             let meta = SnapshotMetaOf::<C> { last_log_id: idx.applied, last_membership: idx.membership.clone() };
             (serde_json::to_vec(&*idx).map_err(io::Error::other)?, meta)
         };
-        std::fs::create_dir_all(&self.snapshot_dir)?;
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let name = format!("index_{index:08}.json");
-        let tmp = self.snapshot_dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, self.snapshot_dir.join(&name))?;
-        let snapshot = openraft::Snapshot {
-            meta,
-            snapshot: SnapshotFiles { dir: self.snapshot_dir.clone(), files: vec![(name, bytes.len() as u64)] },
-        };
+        let snapshot =
+            openraft::Snapshot { meta, snapshot: SnapshotFiles::write_single(&self.snapshot_dir, &name, &bytes)? };
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
         Ok(snapshot)
     }
