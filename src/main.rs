@@ -47,8 +47,38 @@ enum Command {
         #[command(subcommand)]
         cmd: DebugCmd,
     },
+    /// Offline administration of a stopped node.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
     /// Version, git commit and build profile.
     Version,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// UNSAFE: rewrite the control plane's membership on a stopped node (the guide's Force
+    /// Quorum), e.g. --members '{"voters":[1],"learners":[]}'.
+    ForceMembership {
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        members: String,
+        #[command(flatten)]
+        args: RoleArgs,
+        /// The node's data directory, when not given by --config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersArg {
+    voters: Vec<u64>,
+    #[serde(default)]
+    learners: Vec<u64>,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +135,33 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Debug { cmd } => debug(cmd),
+        Command::Admin { cmd: AdminCmd::ForceMembership { node_id, members, args, data_dir } } => {
+            let m: MembersArg = serde_json::from_str(&members).map_err(|e| {
+                format!("--members {members:?} is not valid: {e}; expected e.g. '{{\"voters\":[1],\"learners\":[]}}'")
+            })?;
+            let mut cfg = load(&args, None)?;
+            if let Some(d) = data_dir {
+                cfg.node.data_dir = d;
+            }
+            eprintln!("WARNING: force-membership rewrites the control plane's Raft membership.");
+            eprintln!("WARNING: run it only on the ONE surviving node of a cluster that lost quorum, with every");
+            eprintln!("WARNING: other control node stopped for good. Two clusters claiming the same data, or the");
+            eprintln!(
+                "WARNING: loss of writes the lost nodes committed, can follow. Back up {} first.",
+                cfg.node.data_dir.display()
+            );
+            let wal = chronik_shared::wal::WalOptions::from_config(&cfg.wal);
+            let report = runtime()?.block_on(chronik_control_plane::recovery::force_membership_offline(
+                &cfg.node.data_dir,
+                wal,
+                node_id,
+                m.voters.into_iter().collect(),
+                m.learners.into_iter().collect(),
+            ));
+            let report = report.map_err(|e| e.to_string())?;
+            println!("{report}");
+            Ok(())
+        }
         Command::Standalone { args, data_dir } => {
             let mut base = ChronikConfig::standalone_defaults();
             if let Some(d) = data_dir {

@@ -9,8 +9,10 @@
 //! - `placement.rs`: where new replicas go. `liveness.rs`: who is alive.
 
 pub mod liveness;
+pub mod membership;
 pub mod node;
 pub mod placement;
+pub mod recovery;
 pub mod schema;
 pub mod service;
 pub mod state_machine;
@@ -31,6 +33,8 @@ pub enum ControlError {
     Storage(#[from] std::io::Error),
     #[error("__meta Raft group: {0}")]
     Raft(String),
+    #[error("recovery: {0}")]
+    Recovery(String),
     #[error("cannot listen on {addr} for gRPC: {source}; is another process using the port? Change listeners.grpc")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
 }

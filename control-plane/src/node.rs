@@ -21,6 +21,7 @@ use crate::{ControlError, META_GROUP, MetaRaft, MetaTypeConfig};
 pub struct ControlNodeBuilder {
     config: ChronikConfig,
     listener: Option<TcpListener>,
+    faults: Option<chronik_raft::Faults>,
 }
 
 /// A running control node. Dropping it leaves the tasks running; call [`ControlNode::shutdown`].
@@ -30,11 +31,12 @@ pub struct ControlNode {
     sm: ControlStateMachine,
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)>,
     observer: tokio::task::JoinHandle<()>,
+    joiner: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ControlNode {
     pub fn builder(config: ChronikConfig) -> ControlNodeBuilder {
-        ControlNodeBuilder { config, listener: None }
+        ControlNodeBuilder { config, listener: None, faults: None }
     }
 
     pub fn raft(&self) -> &MetaRaft {
@@ -66,6 +68,9 @@ impl ControlNode {
     }
 
     pub async fn shutdown(mut self) {
+        if let Some(j) = self.joiner.take() {
+            j.abort();
+        }
         if let Some((tx, handle)) = self.server.take() {
             let _ = tx.send(());
             let _ = handle.await;
@@ -82,6 +87,12 @@ impl ControlNodeBuilder {
     /// port 0).
     pub fn listener(mut self, l: TcpListener) -> Self {
         self.listener = Some(l);
+        self
+    }
+
+    /// Sends this node's Raft traffic through a test cluster's fault layer.
+    pub fn faults(mut self, f: chronik_raft::Faults) -> Self {
+        self.faults = Some(f);
         self
     }
 
@@ -115,21 +126,39 @@ impl ControlNodeBuilder {
         let wal_opts = chronik_shared::wal::WalOptions::from_config(&cfg.wal);
         let log = WalLogStore::<MetaTypeConfig>::open(&meta_dir, 0, wal_opts, PurgeMode::Delete)?
             .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[META_GROUP]));
-        let sm = ControlStateMachine::open(&cfg.node.data_dir.join("control"))?;
+        let sm_dir = cfg.node.data_dir.join("control");
         let fresh = !log.has_raft_state();
+        let seeds: Vec<String> = cfg.cluster.seed_nodes.iter().map(|s| s.to_string()).collect();
+        if fresh && !seeds.is_empty() && sm_dir.join("state.redb").exists() {
+            // Rejoining after `raft_*` was deleted: the leader's snapshot will replace this
+            // node's state, and keeping the old copy running would let it disagree meanwhile.
+            let aside = cfg.node.data_dir.join(format!("control.before-rejoin-{}", chronik_shared::http::now_ms()));
+            tracing::warn!(target: "chronik_cluster", "__meta Raft state is missing and seeds are configured: moving the old control-plane state to {} and rejoining through {:?}", aside.display(), seeds);
+            std::fs::rename(&sm_dir, &aside)?;
+            log.reset()?;
+        }
+        let sm = ControlStateMachine::open(&sm_dir)?;
+        if fresh && seeds.is_empty() {
+            crate::recovery::rebuild_single(&log, &sm, id, cfg.listeners.advertised_grpc_addr()).await?;
+        }
         let config = chronik_raft::raft_config(
             &cfg,
             SnapshotPolicy::LogsSinceLast(cfg.cluster.raft.snapshot_log_size_threshold),
         )
         .map(Arc::new)
         .map_err(ControlError::Raft)?;
-        let pool = PeerPool::new(cfg.cluster.network.max_message_size as usize);
+        let mut pool = PeerPool::new(cfg.cluster.network.max_message_size as usize);
+        if let Some(f) = self.faults {
+            pool = pool.with_faults(id, f);
+        }
         let network = GrpcNetworkFactory::<MetaTypeConfig>::new(
             META_GROUP,
             pool,
             cfg.cluster.raft.max_snapshot_chunk_size as usize,
             Duration::from_secs(cfg.cluster.network.install_snapshot_timeout_secs),
         );
+        // After a rebuild the log already names this node the only voter; no initialize then.
+        let has_state_now = log.has_raft_state();
         let raft = openraft::Raft::new(id, config, network, log, sm.clone())
             .await
             .map_err(|e| ControlError::Raft(e.to_string()))?;
@@ -149,6 +178,7 @@ impl ControlNodeBuilder {
             sm: sm.clone(),
             liveness,
             max_message_size: cfg.cluster.network.max_message_size as usize,
+            election_timeout_ms: cfg.cluster.raft.election_timeout_ms,
         };
         host.routes().add_service(
             ControlServiceServer::new(svc)
@@ -156,7 +186,7 @@ impl ControlNodeBuilder {
                 .max_encoding_message_size(cfg.cluster.network.max_message_size as usize),
         );
 
-        if fresh && cfg.cluster.seed_nodes.is_empty() {
+        if fresh && cfg.cluster.seed_nodes.is_empty() && !has_state_now {
             let mut members = BTreeMap::new();
             members.insert(id, BasicNode { addr: cfg.listeners.advertised_grpc_addr() });
             match raft.initialize(members).await {
@@ -165,11 +195,85 @@ impl ControlNodeBuilder {
                 }
                 Err(e) => tracing::warn!(target: "chronik_cluster", "not bootstrapping: {e}"),
             }
-        } else if fresh {
-            // Joining through a seed arrives with the replicated control plane (M2); until
-            // then a node with seeds waits to be added by the leader.
-            tracing::info!(target: "chronik_cluster", "Waiting to be added to the control plane by one of {:?}", cfg.cluster.seed_nodes.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         }
-        Ok(ControlNode { node_id: id, raft, sm, server: None, observer })
+        let joiner = (fresh && !cfg.cluster.seed_nodes.is_empty()).then(|| {
+            tokio::spawn(join_loop(
+                raft.clone(),
+                id,
+                cfg.listeners.advertised_grpc_addr(),
+                cfg.cluster.seed_nodes.clone(),
+                Duration::from_millis(cfg.cluster.network.request_timeout_ms),
+            ))
+        });
+        Ok(ControlNode { node_id: id, raft, sm, server: None, observer, joiner })
+    }
+}
+
+/// The guide's name for why a seed could not be reached.
+fn failure_kind(s: &tonic::Status) -> String {
+    let m = s.message().to_lowercase();
+    let src = format!("{:?}", s).to_lowercase();
+    if m.contains("connection refused") || src.contains("connection refused") {
+        "ConnectionRefused".into()
+    } else if s.code() == tonic::Code::DeadlineExceeded || m.contains("timed out") || src.contains("timed out") {
+        "ConnectionTimeout".into()
+    } else if m.contains("dns") || src.contains("failed to lookup") || src.contains("name or service") {
+        "NameResolution".into()
+    } else {
+        format!("{:?}: {}", s.code(), s.message())
+    }
+}
+
+/// A new node asks each seed in turn to add it (learner, caught up, voter), with backoff,
+/// until one does. Never gives up: a seed that is down may come back.
+async fn join_loop(
+    raft: MetaRaft,
+    id: u64,
+    addr: String,
+    seeds: Vec<chronik_shared::config::SeedNode>,
+    timeout: Duration,
+) {
+    use chronik_proto::client::ControlClient;
+    use chronik_proto::control::MemberRequest;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|v| v == id) {
+            tracing::info!(target: "chronik_cluster", "Node {id} is a voter of the control plane");
+            return;
+        }
+        for seed in &seeds {
+            if seed.id == id {
+                continue;
+            }
+            // Short attempts: an unreachable seed is reported quickly. Joining is idempotent, so
+            // an attempt that times out while the node catches up is simply made again.
+            let client = ControlClient::new(vec![seed.addr()], timeout.min(Duration::from_secs(3)));
+            let req = MemberRequest { node_id: id, addr: addr.clone() };
+            match client
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.join_cluster(req).await }
+                })
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(target: "chronik_cluster", "Joined the control plane through seed node {seed}");
+                    return;
+                }
+                Err(s) => {
+                    let kind = failure_kind(&s);
+                    let unreachable = kind.starts_with("Connection") || kind == "NameResolution";
+                    if unreachable {
+                        tracing::error!(target: "chronik_cluster", "Failed to join cluster: {kind}");
+                        tracing::error!(target: "chronik_cluster", "Seed node {seed} unreachable");
+                    } else {
+                        // The seed answered; e.g. another node's join is still in progress.
+                        tracing::warn!(target: "chronik_cluster", "Failed to join cluster: {kind}; retrying");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -24,6 +24,7 @@ pub struct ControlServiceImpl {
     pub(crate) sm: ControlStateMachine,
     pub(crate) liveness: Liveness,
     pub(crate) max_message_size: usize,
+    pub(crate) election_timeout_ms: u64,
 }
 
 fn internal(e: std::io::Error) -> Status {
@@ -57,7 +58,7 @@ impl ControlServiceImpl {
         }
     }
 
-    fn ensure_leader(&self) -> Result<(), ChronikError> {
+    pub(crate) fn ensure_leader(&self) -> Result<(), ChronikError> {
         let m = self.raft.metrics().borrow_watched().clone();
         if m.current_leader == Some(self.node_id) {
             return Ok(());
@@ -315,30 +316,32 @@ impl ControlService for ControlServiceImpl {
     }
 
     async fn get_members(&self, _request: Request<GetMembersRequest>) -> Result<Response<MembersResponse>, Status> {
-        let m = self.raft.metrics().borrow_watched().clone();
-        let membership = m.membership_config.membership();
-        let info = |id: &u64, node: &openraft::BasicNode| NodeInfo {
-            node_id: *id,
-            role: NodeRole::Control as i32,
-            addr: node.addr.clone(),
-            rack: String::new(),
-            alive: true,
-            last_heartbeat_ms: 0,
-        };
-        let voters: Vec<u64> = membership.voter_ids().collect();
-        let mut resp = MembersResponse {
-            voters: Vec::new(),
-            learners: Vec::new(),
-            leader: m.current_leader,
-            term: m.current_term,
-        };
-        for (id, node) in membership.nodes() {
-            if voters.contains(id) {
-                resp.voters.push(info(id, node));
-            } else {
-                resp.learners.push(info(id, node));
-            }
-        }
-        Ok(Response::new(resp))
+        Ok(Response::new(self.members()))
+    }
+
+    async fn join_cluster(&self, request: Request<MemberRequest>) -> Result<Response<MembersResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(self.join(r.node_id, &r.addr).await?))
+    }
+
+    async fn add_learner(&self, request: Request<MemberRequest>) -> Result<Response<MembersResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(ControlServiceImpl::add_learner(self, r.node_id, &r.addr).await?))
+    }
+
+    async fn promote_member(&self, request: Request<MemberRequest>) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(self.promote(request.into_inner().node_id).await?))
+    }
+
+    async fn remove_member(&self, request: Request<MemberRequest>) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(self.remove(request.into_inner().node_id).await?))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<chronik_proto::control::TransferLeaderRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        let wait = Duration::from_millis(self.election_timeout_ms * 10);
+        Ok(Response::new(ControlServiceImpl::transfer_leader(self, request.into_inner().target_node_id, wait).await?))
     }
 }

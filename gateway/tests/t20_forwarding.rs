@@ -127,6 +127,25 @@ impl ControlService for FakeControl {
     async fn get_members(&self, _r: Request<GetMembersRequest>) -> Result<Response<MembersResponse>, Status> {
         Ok(Response::new(MembersResponse::default()))
     }
+    // Control-plane membership is not the gateway's business.
+    async fn join_cluster(&self, _r: Request<cp::MemberRequest>) -> Result<Response<MembersResponse>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+    async fn add_learner(&self, _r: Request<cp::MemberRequest>) -> Result<Response<MembersResponse>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+    async fn promote_member(&self, _r: Request<cp::MemberRequest>) -> Result<Response<MembersResponse>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+    async fn remove_member(&self, _r: Request<cp::MemberRequest>) -> Result<Response<MembersResponse>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+    async fn transfer_leader(
+        &self,
+        _r: Request<cp::TransferLeaderRequest>,
+    ) -> Result<Response<MembersResponse>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
 }
 
 #[derive(Default)]

@@ -14,6 +14,9 @@ pub fn raft_config(cfg: &ChronikConfig, snapshot_policy: SnapshotPolicy) -> Resu
         max_payload_entries: r.max_payload_entries,
         snapshot_policy,
         install_snapshot_timeout: cfg.cluster.network.install_snapshot_timeout_secs * 1000,
+        // A node that was cut off (or rejoins after a rebuild) must not depose a healthy leader
+        // by campaigning with a higher term it cannot win.
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()

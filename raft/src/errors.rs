@@ -22,6 +22,13 @@ where
         };
         return ChronikError::not_leader(hint, group);
     }
+    if let Some(ClientWriteError::ChangeMembershipError(c)) = e.api_error() {
+        let code = match c {
+            openraft::error::ChangeMembershipError::InProgress(_) => ErrorCode::Unavailable,
+            _ => ErrorCode::InvalidRequest,
+        };
+        return ChronikError::new(code, format!("membership change of {group}: {c}"));
+    }
     match e {
         RaftError::Fatal(f) => ChronikError::new(ErrorCode::Unavailable, format!("Raft group {group} stopped: {f}")),
         other => ChronikError::new(ErrorCode::Internal, format!("Raft group {group}: {other}")),

@@ -16,6 +16,7 @@
 pub mod codec;
 pub mod config;
 pub mod errors;
+pub mod faults;
 pub mod host;
 pub mod log_store;
 pub mod network;
@@ -25,6 +26,7 @@ pub mod testing;
 
 pub use codec::EntryCodec;
 pub use config::raft_config;
+pub use faults::Faults;
 pub use host::GrpcHost;
 pub use log_store::{PurgeMode, WalLogStore};
 pub use network::{GrpcNetworkFactory, PeerPool};

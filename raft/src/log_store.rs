@@ -106,6 +106,36 @@ where
     }
 }
 
+impl<C> WalLogStore<C>
+where
+    C: EntryCodec,
+    VoteOf<C>: Serialize + DeserializeOwned,
+    LogIdOf<C>: Serialize + DeserializeOwned,
+{
+    /// Saves the vote outside openraft (offline recovery).
+    pub fn save_vote_now(&self, vote: &VoteOf<C>) -> io::Result<()> {
+        write_json_atomic(&self.dir, VOTE_FILE, vote)?;
+        self.lock().vote = Some(vote.clone());
+        Ok(())
+    }
+
+    /// Declares everything up to `log_id` purged: the group resumes from a state machine that
+    /// already holds it.
+    pub fn set_purged(&self, log_id: LogIdOf<C>) -> io::Result<()> {
+        write_json_atomic(&self.dir, PURGED_FILE, &log_id)?;
+        let mut st = self.lock();
+        if st.last_log_id.as_ref() < Some(&log_id) {
+            st.last_log_id = Some(log_id.clone());
+        }
+        st.last_purged = Some(log_id);
+        Ok(())
+    }
+
+    pub fn vote(&self) -> Option<VoteOf<C>> {
+        self.lock().vote.clone()
+    }
+}
+
 impl<C: EntryCodec> WalLogStore<C> {
     pub fn wal(&self) -> &Wal {
         &self.wal
@@ -127,6 +157,27 @@ impl<C: EntryCodec> WalLogStore<C> {
 
     pub fn last_purged(&self) -> Option<LogIdOf<C>> {
         self.lock().last_purged.clone()
+    }
+
+    /// Appends `entries` and waits until they are durable, outside openraft (offline recovery
+    /// tools, before the group starts).
+    pub async fn append_now(&self, entries: Vec<C::Entry>) -> io::Result<()> {
+        let mut records = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let mut buf = Vec::new();
+            C::encode_entry(e, &mut buf)?;
+            records.push((e.index(), Bytes::from(buf)));
+        }
+        self.wal.append_durable(records).await.map_err(wal_io)?;
+        if let Some(last) = entries.last() {
+            self.lock().last_log_id = Some(last.log_id());
+        }
+        Ok(())
+    }
+
+    /// Every entry still in the log, oldest first.
+    pub fn entries(&self) -> io::Result<Vec<C::Entry>> {
+        self.read_range(..)
     }
 
     /// Discards every entry and the Raft state (used when rebuilding a group from its state

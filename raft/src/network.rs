@@ -25,6 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{info, warn};
 
 use crate::codec::EntryCodec;
+use crate::faults::Faults;
 use crate::service::SnapshotFiles;
 
 /// One lazily connected channel per peer address, shared by every group of this node.
@@ -32,11 +33,27 @@ use crate::service::SnapshotFiles;
 pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     max_message_size: usize,
+    /// This node's id and the test harness's fault layer, when there is one.
+    faults: Option<(u64, Faults)>,
 }
 
 impl PeerPool {
     pub fn new(max_message_size: usize) -> Self {
-        Self { channels: Arc::default(), max_message_size }
+        Self { channels: Arc::default(), max_message_size, faults: None }
+    }
+
+    /// Routes every message from node `me` through `faults` (test clusters only).
+    pub fn with_faults(mut self, me: u64, faults: Faults) -> Self {
+        self.faults = Some((me, faults));
+        self
+    }
+
+    fn blocked(&self, to: u64) -> bool {
+        self.faults.as_ref().is_some_and(|(me, f)| f.is_blocked(*me, to))
+    }
+
+    fn drop_chunk(&self) -> bool {
+        self.faults.as_ref().is_some_and(|(_, f)| f.take_chunk_drop())
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
@@ -136,6 +153,12 @@ where
     }
 
     fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<C>> {
+        if self.pool.blocked(self.target) {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                "link to node {} cut by the fault layer",
+                self.target
+            )))));
+        }
         self.pool.client(&self.addr).map_err(|e| unreachable(&e))
     }
 }
@@ -185,6 +208,12 @@ where
         Ok(resp)
     }
 
+    async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
+        let req = self.request(to_json(&rpc)?, Vec::new(), &option);
+        let resp = self.client()?.pre_vote(req).await.map_err(status_err)?;
+        from_json(&resp.into_inner().header)
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
@@ -201,6 +230,16 @@ where
             Ok(c) => c,
             Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
         };
+        let chunks: Vec<SnapshotChunk> = if self.pool.faults.is_some() {
+            chunks.into_iter().filter(|c| c.done || !self.pool.drop_chunk()).collect()
+        } else {
+            chunks
+        };
+        if self.pool.blocked(self.target) {
+            return Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(
+                "link cut by the fault layer",
+            ))));
+        }
         let mut client = self.pool.client(&self.addr).map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let mut req = tonic::Request::new(futures::stream::iter(chunks));
         req.set_timeout(self.snapshot_timeout);

@@ -68,6 +68,7 @@ impl SnapshotFiles {
 pub trait GroupHandler: Send + Sync + 'static {
     fn append_entries(&self, header: Bytes, entries: Vec<Bytes>) -> BoxFuture<'_, Result<Bytes, Status>>;
     fn vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
+    fn pre_vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
     fn transfer_leader(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
     /// Installs a snapshot whose files were received into `files.dir`.
     fn install_snapshot(&self, header: Bytes, files: SnapshotFiles) -> BoxFuture<'_, Result<Bytes, Status>>;
@@ -133,6 +134,12 @@ impl RaftService for RaftServiceImpl {
         let m = request.into_inner();
         let g = self.groups.get(&m.group)?;
         Ok(reply(g.vote(m.header).await?))
+    }
+
+    async fn pre_vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = request.into_inner();
+        let g = self.groups.get(&m.group)?;
+        Ok(reply(g.pre_vote(m.header).await?))
     }
 
     async fn install_snapshot(
@@ -271,6 +278,14 @@ where
         Box::pin(async move {
             let rpc: VoteRequest<C> = parse(&header)?;
             let resp = self.raft.vote(rpc).await.map_err(fatal)?;
+            json(&resp)
+        })
+    }
+
+    fn pre_vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>> {
+        Box::pin(async move {
+            let rpc: VoteRequest<C> = parse(&header)?;
+            let resp = self.raft.pre_vote(rpc).await.map_err(fatal)?;
             json(&resp)
         })
     }

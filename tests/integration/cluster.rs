@@ -1,0 +1,207 @@
+//! Control-plane clusters for end-to-end tests: in-process nodes (real gRPC on 127.0.0.1, a
+//! fault layer in the Raft transport) and real `chronik-server control` processes (kill -9).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chronik_control_plane::ControlNode;
+use chronik_proto::control::control_service_client::ControlServiceClient;
+use chronik_proto::control::{GetMembersRequest, MembersResponse};
+use chronik_raft::Faults;
+use chronik_shared::config::{ChronikConfig, SeedNode};
+
+use crate::harness::free_port;
+
+pub fn seed(id: u64, port: u16) -> SeedNode {
+    SeedNode { id, host: "127.0.0.1".into(), port }
+}
+
+pub fn control_config(dir: &Path, id: u64, grpc_port: u16, seeds: Vec<SeedNode>) -> ChronikConfig {
+    let mut cfg = ChronikConfig::default();
+    cfg.node.id = id;
+    cfg.node.data_dir = dir.join(format!("node{id}"));
+    cfg.listeners.grpc = format!("127.0.0.1:{grpc_port}").parse().expect("addr");
+    cfg.listeners.http = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    cfg.listeners.kafka = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    cfg.listeners.advertised_grpc = Some(format!("127.0.0.1:{grpc_port}"));
+    cfg.cluster.seed_nodes = seeds;
+    cfg.cluster.raft.election_timeout_ms = 200;
+    cfg.cluster.raft.heartbeat_interval_ms = 20;
+    cfg.cluster.network.request_timeout_ms = 3000;
+    cfg
+}
+
+/// Asks one node for its view of the membership.
+pub async fn members_of(port: u16) -> Option<MembersResponse> {
+    let ch = chronik_proto::client::channel(&format!("127.0.0.1:{port}")).ok()?;
+    let mut c = ControlServiceClient::new(ch);
+    let call = c.get_members(GetMembersRequest {});
+    match tokio::time::timeout(Duration::from_millis(500), call).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
+}
+
+/// Waits until `check` holds for the views of all `ports`.
+pub async fn wait_views(
+    ports: &[u16],
+    timeout: Duration,
+    check: impl Fn(&[MembersResponse]) -> bool,
+) -> Vec<MembersResponse> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut views = Vec::new();
+        for p in ports {
+            if let Some(v) = members_of(*p).await {
+                views.push(v);
+            }
+        }
+        if views.len() == ports.len() && check(&views) {
+            return views;
+        }
+        assert!(Instant::now() < deadline, "cluster did not converge within {timeout:?}: {views:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn voter_ids(v: &MembersResponse) -> Vec<u64> {
+    let mut ids: Vec<u64> = v.voters.iter().map(|n| n.node_id).collect();
+    ids.sort();
+    ids
+}
+
+pub fn learner_ids(v: &MembersResponse) -> Vec<u64> {
+    let mut ids: Vec<u64> = v.learners.iter().map(|n| n.node_id).collect();
+    ids.sort();
+    ids
+}
+
+/// All views agree on a leader and on the voters.
+pub fn agreed(views: &[MembersResponse], voters: &[u64]) -> Option<u64> {
+    let leader = views.first()?.leader?;
+    views.iter().all(|v| v.leader == Some(leader) && voter_ids(v) == voters).then_some(leader)
+}
+
+/// In-process control nodes sharing one fault layer.
+pub struct InProcess {
+    pub dir: tempfile::TempDir,
+    pub faults: Faults,
+    pub ports: Vec<(u64, u16)>,
+    pub nodes: Vec<(u64, ControlNode)>,
+}
+
+impl InProcess {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            faults: Faults::default(),
+            ports: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    pub fn port(&self, id: u64) -> u16 {
+        self.ports.iter().find(|(i, _)| *i == id).map(|(_, p)| *p).expect("known node")
+    }
+
+    pub async fn start(&mut self, cfg: ChronikConfig) {
+        let id = cfg.node.id;
+        let port = cfg.listeners.grpc.port();
+        if !self.ports.iter().any(|(i, _)| *i == id) {
+            self.ports.push((id, port));
+        }
+        let node = ControlNode::builder(cfg).faults(self.faults.clone()).start().await.expect("control node starts");
+        self.nodes.push((id, node));
+    }
+
+    pub fn node(&self, id: u64) -> &ControlNode {
+        &self.nodes.iter().find(|(i, _)| *i == id).expect("running node").1
+    }
+
+    pub async fn stop(&mut self, id: u64) {
+        let i = self.nodes.iter().position(|(n, _)| *n == id).expect("running node");
+        let (_, node) = self.nodes.remove(i);
+        node.shutdown().await;
+    }
+
+    pub async fn shutdown(mut self) {
+        for (_, n) in self.nodes.drain(..) {
+            n.shutdown().await;
+        }
+    }
+}
+
+/// A real `chronik-server control` process.
+pub struct ControlProc {
+    pub id: u64,
+    pub port: u16,
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ControlProc {
+    pub fn start(dir: &Path, cfg: &ChronikConfig) -> ControlProc {
+        let id = cfg.node.id;
+        let config = dir.join(format!("node{id}.toml"));
+        std::fs::write(&config, cfg.to_toml_string()).expect("write config");
+        let mut p = ControlProc {
+            id,
+            port: cfg.listeners.grpc.port(),
+            child: None,
+            config,
+            log: dir.join(format!("node{id}.log")),
+        };
+        p.restart();
+        p
+    }
+
+    pub fn restart(&mut self) {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
+            .args(["control", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn control node");
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControlProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
