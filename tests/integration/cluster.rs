@@ -179,6 +179,19 @@ impl ControlProc {
         }
     }
 
+    /// SIGSTOP: the process stays but stops answering (a long GC pause, a frozen VM).
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg("-STOP").arg(c.id().to_string()).status();
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").arg("-CONT").arg(c.id().to_string()).status();
+        }
+    }
+
     /// SIGTERM and wait: a clean stop.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
