@@ -137,9 +137,9 @@ impl ControlNodeBuilder {
             std::fs::rename(&sm_dir, &aside)?;
             log.reset()?;
         }
-        let sm = ControlStateMachine::open(&sm_dir)?;
+        let mut sm = ControlStateMachine::open(&sm_dir)?;
         if fresh && seeds.is_empty() {
-            crate::recovery::rebuild_single(&log, &sm, id, cfg.listeners.advertised_grpc_addr()).await?;
+            crate::recovery::rebuild_single(&log, &mut sm, id, cfg.listeners.advertised_grpc_addr()).await?;
         }
         let config = chronik_raft::raft_config(
             &cfg,
@@ -196,7 +196,8 @@ impl ControlNodeBuilder {
                 Err(e) => tracing::warn!(target: "chronik_cluster", "not bootstrapping: {e}"),
             }
         }
-        let joiner = (fresh && !cfg.cluster.seed_nodes.is_empty()).then(|| {
+        // Also after a restart: a learner that restarted before its promotion still needs it.
+        let joiner = (!cfg.cluster.seed_nodes.is_empty()).then(|| {
             tokio::spawn(join_loop(
                 raft.clone(),
                 id,

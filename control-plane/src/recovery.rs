@@ -105,11 +105,11 @@ pub async fn force_membership_offline(
 }
 
 /// Emergency Cluster Rebuild, first node: `raft_*` is gone but the state machine holds the
-/// cluster's state. The old log is dropped, the state machine's last applied entry becomes the
-/// purge point, and this node alone is made the voter.
+/// cluster's state. The state machine's last applied entry becomes the purge point (with a
+/// snapshot there), and this node alone is made the voter.
 pub async fn rebuild_single(
     log: &WalLogStore<C>,
-    sm: &ControlStateMachine,
+    sm: &mut ControlStateMachine,
     node_id: u64,
     addr: String,
 ) -> Result<(), ControlError> {
@@ -120,7 +120,10 @@ pub async fn rebuild_single(
         "__meta Raft state is missing but the state machine holds everything up to index {}: rebuilding the control plane with node {node_id} as its only voter (Emergency Cluster Rebuild)",
         applied.index
     );
-    log.reset()?;
+    // Entries after the applied point stay: they may be committed writes another node
+    // acknowledged. Everything up to it is in the state machine, and in a snapshot that
+    // covers the new purge point for nodes that rejoin.
+    sm.snapshot_now().await?;
     log.set_purged(applied)?;
     let addrs = BTreeMap::from([(node_id, addr)]);
     force_membership(log, node_id, &BTreeSet::from([node_id]), &BTreeSet::new(), &addrs).await?;

@@ -205,6 +205,12 @@ impl ControlService for ControlServiceImpl {
     ) -> Result<Response<NodeHeartbeatResponse>, Status> {
         let req = request.into_inner();
         self.ensure_leader()?;
+        // The reply tells a data node which replicas to run (and, by omission, which to
+        // delete): it must reflect every committed change, not a lagging state machine.
+        self.raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| ChronikError::new(ErrorCode::Unavailable, format!("__meta is not ready to answer: {e}")))?;
         let replicas = if req.role == NodeRole::Data as i32 { Some(req.replicas) } else { None };
         self.liveness.beat(req.node_id, replicas);
         let assignments = if req.role == NodeRole::Data as i32 {

@@ -79,6 +79,10 @@ impl ControlStateMachine {
 
     pub fn applied(&self) -> io::Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>)> {
         let txn = self.db.begin_read().map_err(db_err)?;
+        Self::applied_in(&txn)
+    }
+
+    fn applied_in(txn: &redb::ReadTransaction) -> io::Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>)> {
         let t = txn.open_table(META).map_err(db_err)?;
         let applied = match t.get(META_APPLIED).map_err(db_err)? {
             Some(v) => decode(v.value())?,
@@ -91,15 +95,21 @@ impl ControlStateMachine {
         Ok((applied, membership))
     }
 
-    pub fn topics(&self) -> io::Result<Vec<TopicRecord>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(TOPICS).map_err(db_err)?;
+    fn rows_in<K: redb::Key + 'static, T: for<'a> Deserialize<'a>>(
+        txn: &redb::ReadTransaction,
+        table: redb::TableDefinition<K, &[u8]>,
+    ) -> io::Result<Vec<T>> {
+        let t = txn.open_table(table).map_err(db_err)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(db_err)? {
             let (_, v) = row.map_err(db_err)?;
             out.push(decode(v.value())?);
         }
         Ok(out)
+    }
+
+    pub fn topics(&self) -> io::Result<Vec<TopicRecord>> {
+        Self::rows_in(&self.db.begin_read().map_err(db_err)?, TOPICS)
     }
 
     pub fn topic(&self, name: &str) -> io::Result<Option<TopicRecord>> {
@@ -112,19 +122,21 @@ impl ControlStateMachine {
     }
 
     pub fn nodes(&self) -> io::Result<Vec<NodeRecord>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(NODES).map_err(db_err)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db_err)? {
-            let (_, v) = row.map_err(db_err)?;
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
+        Self::rows_in(&self.db.begin_read().map_err(db_err)?, NODES)
     }
 
+    /// Every table from ONE read transaction: a snapshot must be exactly the state at its
+    /// applied index, even while apply carries on concurrently.
     fn dump(&self) -> io::Result<Dump> {
-        let (applied, membership) = self.applied()?;
-        Ok(Dump { applied, membership, nodes: self.nodes()?, topics: self.topics()? })
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let (applied, membership) = Self::applied_in(&txn)?;
+        Ok(Dump { applied, membership, nodes: Self::rows_in(&txn, NODES)?, topics: Self::rows_in(&txn, TOPICS)? })
+    }
+
+    /// Builds and persists a snapshot at the current applied point (used by the rebuild, so a
+    /// node rejoining the rebuilt cluster gets a snapshot that covers the purged log).
+    pub async fn snapshot_now(&mut self) -> io::Result<()> {
+        RaftSnapshotBuilder::build_snapshot(self).await.map(|_| ())
     }
 
     fn apply_command(

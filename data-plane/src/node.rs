@@ -22,6 +22,9 @@ use crate::DataError;
 use crate::partition::{Partition, PartitionSpec, group_name};
 use crate::service::DataServiceImpl;
 
+/// How many consecutive heartbeats must leave a replica out before it is deleted.
+const UNASSIGNED_STRIKES: u32 = 3;
+
 pub struct DataInner {
     pub node_id: u64,
     cfg: ChronikConfig,
@@ -32,6 +35,8 @@ pub struct DataInner {
     reconcile_lock: Mutex<()>,
     /// True once the control plane has accepted a heartbeat from this node.
     registered: tokio::sync::watch::Sender<bool>,
+    /// Consecutive full assignment lists each running replica was missing from.
+    unassigned: std::sync::Mutex<HashMap<String, u32>>,
 }
 
 impl DataInner {
@@ -81,8 +86,21 @@ impl DataInner {
             }
         }
         if full {
-            let stale: Vec<Arc<Partition>> =
-                self.partitions().into_iter().filter(|p| !wanted.contains(&p.name)).collect();
+            // Deleting a replica deletes data: only after it has been missing from several
+            // consecutive assignment lists, never on one answer.
+            let stale: Vec<Arc<Partition>> = {
+                let mut counts = self.unassigned.lock().unwrap_or_else(|p| p.into_inner());
+                counts.retain(|name, _| !wanted.contains(name));
+                self.partitions()
+                    .into_iter()
+                    .filter(|p| !wanted.contains(&p.name))
+                    .filter(|p| {
+                        let c = counts.entry(p.name.clone()).or_insert(0);
+                        *c += 1;
+                        *c >= UNASSIGNED_STRIKES
+                    })
+                    .collect()
+            };
             for p in stale {
                 tracing::info!(target: "chronik_cluster", "Removing replica {} (no longer assigned to node {})", p.name, self.node_id);
                 self.groups.remove(&p.name);
@@ -217,6 +235,7 @@ impl DataNodeBuilder {
             pool: PeerPool::new(cfg.cluster.network.max_message_size as usize),
             reconcile_lock: Mutex::new(()),
             registered: tokio::sync::watch::channel(false).0,
+            unassigned: Default::default(),
             cfg,
         });
         let max = inner.cfg.cluster.network.max_message_size as usize;

@@ -40,16 +40,15 @@ fn fetch_one(inner: &DataInner, p: &FetchPartition, budget: usize) -> FetchedPar
             return out;
         }
     };
-    let hw = part.high_watermark();
-    let start = part.log_start_offset();
-    out.high_watermark = hw;
-    out.log_start_offset = start;
-    if !part.is_leader() {
-        let e = ChronikError::not_leader(None, &format!("partition {}", part.name));
+    if let Err(e) = part.ensure_serving() {
         out.error_code = e.code.id();
         out.error_message = e.message;
         return out;
     }
+    let hw = part.high_watermark();
+    let start = part.log_start_offset();
+    out.high_watermark = hw;
+    out.log_start_offset = start;
     if p.offset < start || p.offset > hw {
         out.error_code = ErrorCode::OffsetOutOfRange.id();
         out.error_message = format!("offset {} is outside [{start}, {hw}] of {}", p.offset, part.name);
@@ -98,6 +97,10 @@ impl DataService for DataServiceImpl {
             .map(|p| p.sm.hw.subscribe())
             .collect();
         loop {
+            // Marked seen before reading: an append after this point wakes the wait below.
+            for w in watches.iter_mut() {
+                w.borrow_and_update();
+            }
             let mut budget = max_bytes;
             let mut parts = Vec::with_capacity(req.partitions.len());
             let mut total = 0usize;
@@ -117,9 +120,6 @@ impl DataService for DataServiceImpl {
                 let bytes: usize = parts.iter().map(|p| p.records.len()).sum();
                 tracing::trace!(target: "chronik_server", "fetch answered with {bytes} bytes");
                 return Ok(Response::new(FetchResponse { partitions: parts }));
-            }
-            for w in watches.iter_mut() {
-                w.borrow_and_update();
             }
             let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
             if tokio::time::timeout_at(deadline, changed).await.is_err() {

@@ -106,11 +106,11 @@ impl ControlClient {
     }
 }
 
+/// Worth trying again: no leader yet, a leader elsewhere, or a transient condition the server
+/// labelled `Unavailable` (e.g. a membership change still in progress).
 fn retryable(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
-        && !s.metadata().contains_key("chronik-error-code")
-        || s.metadata()
-            .get("chronik-error-code")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c == "NotLeader" || c == "NoLeader")
+    match s.metadata().get("chronik-error-code").and_then(|v| v.to_str().ok()) {
+        Some(code) => matches!(code, "NotLeader" | "NoLeader" | "Unavailable"),
+        None => matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled),
+    }
 }

@@ -22,6 +22,7 @@ pub mod log_store;
 pub mod network;
 pub mod observer;
 pub mod service;
+mod snapshot_receive;
 pub mod testing;
 
 pub use codec::EntryCodec;

@@ -265,7 +265,8 @@ where
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
-        write_json_atomic(&self.dir, VOTE_FILE, vote)?;
+        let (dir, v) = (self.dir.clone(), vote.clone());
+        off_runtime(move || write_json_atomic(&dir, VOTE_FILE, &v)).await?;
         self.lock().vote = Some(vote.clone());
         Ok(())
     }
@@ -306,7 +307,8 @@ where
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let from = last_log_id.as_ref().map(|l| l.index() + 1).unwrap_or(0);
-        self.wal.truncate_from(from).map_err(wal_io)?;
+        let wal = self.wal.clone();
+        off_runtime(move || wal.truncate_from(from).map_err(wal_io)).await?;
         let mut st = self.lock();
         // Truncating after an index beyond the end removes nothing.
         let kept = std::cmp::min(last_log_id, st.last_log_id.clone());
@@ -315,7 +317,8 @@ where
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
-        write_json_atomic(&self.dir, PURGED_FILE, &log_id)?;
+        let (dir, l) = (self.dir.clone(), log_id.clone());
+        off_runtime(move || write_json_atomic(&dir, PURGED_FILE, &l)).await?;
         {
             let mut st = self.lock();
             if st.last_log_id.as_ref() < Some(&log_id) {
@@ -324,10 +327,17 @@ where
             st.last_purged = Some(log_id.clone());
         }
         if self.purge_mode == PurgeMode::Delete {
-            self.wal.purge_before(log_id.index() + 1).map_err(wal_io)?;
+            let (wal, before) = (self.wal.clone(), log_id.index() + 1);
+            off_runtime(move || wal.purge_before(before).map(|_| ()).map_err(wal_io)).await?;
         }
         Ok(())
     }
+}
+
+/// Runs file-system work that fsyncs on tokio's blocking pool, so an election storm across many
+/// groups does not stall the async workers that carry every group's heartbeats.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| io::Error::other(format!("storage task failed: {e}")))?
 }
 
 pub fn wal_io(e: WalError) -> io::Error {

@@ -1,7 +1,6 @@
 //! The server side of `chronik.raft.RaftService`: routes each message to the group it names.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -147,71 +146,25 @@ impl RaftService for RaftServiceImpl {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftMessage>, Status> {
         let mut stream = request.into_inner();
-        let mut group: Option<Arc<dyn GroupHandler>> = None;
-        let mut header = Bytes::new();
-        let mut files: Vec<(String, u64)> = Vec::new();
-        let mut dir = PathBuf::new();
-        let mut writer: Option<(usize, u64, std::fs::File)> = None; // (file index, bytes left, file)
-        let mut expected_offset = 0u64;
+        let mut receiving: Option<(Arc<dyn GroupHandler>, Bytes, crate::snapshot_receive::Receiver)> = None;
         while let Some(chunk) = stream.message().await? {
-            if group.is_none() {
+            if receiving.is_none() {
                 let g = self.groups.get(&chunk.group)?;
-                header = chunk.header.clone();
-                let (_, _, names): (serde_json::Value, serde_json::Value, Vec<(String, u64)>) =
+                let header = chunk.header.clone();
+                let (_, _, files): (serde_json::Value, serde_json::Value, Vec<(String, u64)>) =
                     serde_json::from_slice(&header)
                         .map_err(|e| Status::invalid_argument(format!("snapshot header: {e}")))?;
-                files = names;
-                dir = g.staging_dir().join(format!("incoming-{}", std::process::id()));
-                let _ = std::fs::remove_dir_all(&dir);
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
-                group = Some(g);
+                let r = crate::snapshot_receive::Receiver::new(&g.staging_dir(), &chunk.group, files)?;
+                receiving = Some((g, header, r));
             }
-            if chunk.offset != expected_offset {
-                tracing::error!(target: "chronik_raft", "Failed to install snapshot from leader: ChunkMissing (expected offset {expected_offset}, got {})", chunk.offset);
-                return Err(Status::data_loss(format!(
-                    "ChunkMissing: expected offset {expected_offset}, got {}",
-                    chunk.offset
-                )));
-            }
-            if !chunk.data.is_empty() && crc32c::crc32c(&chunk.data) != chunk.crc32c {
-                return Err(Status::data_loss(format!(
-                    "snapshot chunk at offset {} failed its checksum",
-                    chunk.offset
-                )));
-            }
-            let mut data = &chunk.data[..];
-            while !data.is_empty() {
-                if writer.as_ref().is_none_or(|(_, left, _)| *left == 0) {
-                    let next = writer.as_ref().map(|(i, _, _)| i + 1).unwrap_or(0);
-                    let (name, len) = files
-                        .get(next)
-                        .ok_or_else(|| Status::invalid_argument("snapshot has more bytes than its header lists"))?;
-                    let f = std::fs::File::create(dir.join(name)).map_err(|e| Status::internal(e.to_string()))?;
-                    writer = Some((next, *len, f));
-                    if *len == 0 {
-                        continue;
-                    }
-                }
-                let Some((_, left, f)) = writer.as_mut() else { break };
-                let n = (*left as usize).min(data.len());
-                f.write_all(&data[..n]).map_err(|e| Status::internal(e.to_string()))?;
-                *left -= n as u64;
-                data = &data[n..];
-            }
-            expected_offset += chunk.data.len() as u64;
-            if chunk.done {
+            let Some((_, _, r)) = receiving.as_mut() else { break };
+            r.accept(&chunk)?;
+            if r.done {
                 break;
             }
         }
-        let g = group.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        // Files the stream never reached (empty ones) still have to exist.
-        for (name, _) in &files {
-            let p = dir.join(name);
-            if !p.exists() {
-                std::fs::File::create(&p).map_err(|e| Status::internal(e.to_string()))?;
-            }
-        }
+        let (g, header, r) = receiving.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (dir, files) = r.finish()?;
         Ok(reply(g.install_snapshot(header, SnapshotFiles { dir, files }).await?))
     }
 

@@ -134,9 +134,10 @@ impl InProcess {
     }
 }
 
-/// A real `chronik-server control` process.
+/// A real `chronik-server <role>` process.
 pub struct ControlProc {
     pub id: u64,
+    pub role: &'static str,
     pub port: u16,
     pub child: Option<Child>,
     pub config: PathBuf,
@@ -145,11 +146,16 @@ pub struct ControlProc {
 
 impl ControlProc {
     pub fn start(dir: &Path, cfg: &ChronikConfig) -> ControlProc {
+        Self::start_role(dir, cfg, "control")
+    }
+
+    pub fn start_role(dir: &Path, cfg: &ChronikConfig, role: &'static str) -> ControlProc {
         let id = cfg.node.id;
         let config = dir.join(format!("node{id}.toml"));
         std::fs::write(&config, cfg.to_toml_string()).expect("write config");
         let mut p = ControlProc {
             id,
+            role,
             port: cfg.listeners.grpc.port(),
             child: None,
             config,
@@ -162,7 +168,7 @@ impl ControlProc {
     pub fn restart(&mut self) {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
-            .args(["control", "--config"])
+            .args([self.role, "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())

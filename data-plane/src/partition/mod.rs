@@ -85,6 +85,22 @@ impl Partition {
         self.raft.metrics().borrow_watched().current_leader == Some(self.node_id)
     }
 
+    /// Leads and has applied an entry of its own term, so its index holds everything
+    /// committed (a new leader learns the commit point only by committing in its term).
+    pub fn ensure_serving(&self) -> Result<(), ChronikError> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.current_leader != Some(self.node_id) {
+            return Err(self.not_leader());
+        }
+        if m.last_applied.as_ref().map(|l| l.leader_id.term) != Some(m.current_term) {
+            return Err(ChronikError::new(
+                ErrorCode::NoLeader,
+                format!("partition {} has a new leader that is still catching up; retry shortly", self.name),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn high_watermark(&self) -> i64 {
         *self.sm.hw.borrow()
     }
@@ -144,8 +160,10 @@ impl Partition {
             .read(first.log_index, last.log_index + 1, usize::MAX)
             .map_err(|e| storage_error(e, &format!("reading {}", self.name)))?;
         let mut out = BytesMut::with_capacity(selected.iter().map(|b| b.bytes as usize).sum());
+        let mut found = 0usize;
         for (index, rec) in records {
             let Some(base) = offsets.get(&index) else { continue };
+            found += 1;
             let entry = PartitionTypeConfig::decode_entry(rec)
                 .map_err(|e| storage_error(e, &format!("decoding {}", self.name)))?;
             if let EntryPayload::Normal(DataCommand::Append { batch }) = entry.payload {
@@ -154,12 +172,21 @@ impl Partition {
                 out[start..start + 8].copy_from_slice(&base.to_be_bytes());
             }
         }
+        if found != selected.len() {
+            // The index names entries the log no longer has: answering without them would
+            // silently skip records.
+            return Err(storage_error(
+                format!("{} of {} indexed batches are missing from the log", selected.len() - found, selected.len()),
+                &format!("reading {} from offset {offset}", self.name),
+            ));
+        }
         Ok(out.freeze())
     }
 
     /// ListOffsets: -2 earliest, -1 latest, -3 the record with the largest timestamp,
     /// otherwise the first offset whose timestamp is at least `ts`. Returns (offset, timestamp).
     pub fn list_offset(&self, ts: i64) -> Result<(i64, i64), ChronikError> {
+        self.ensure_serving()?;
         let (start, hw, candidates) = {
             let idx = self.sm.lock();
             let hw = idx.next_offset;

@@ -79,7 +79,6 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
     {
-        let mut hw = None;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let resp = {
@@ -105,7 +104,9 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                             bytes: batch.len() as u32,
                         });
                         idx.next_offset = last + 1;
-                        hw = Some(idx.next_offset);
+                        // Published while the index is still locked, so nothing reads an index
+                        // that is ahead of the high watermark it reports.
+                        self.hw.send_replace(idx.next_offset);
                         DataResponse { base_offset: base, log_start_offset: idx.log_start_offset }
                     }
                     EntryPayload::Membership(m) => {
@@ -118,9 +119,6 @@ impl RaftStateMachine<C> for PartitionStateMachine {
             if let Some(r) = responder {
                 r.send(resp);
             }
-        }
-        if let Some(hw) = hw {
-            self.hw.send_replace(hw);
         }
         Ok(())
     }

@@ -1,0 +1,172 @@
+//! The replicated data plane as real processes: one control node, three data nodes, one
+//! gateway. Partitions with replication factor 3; kill -9 of a data node that leads some of
+//! them while acks=all producers run.
+
+mod cluster;
+mod harness;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chronik_proto::client::ControlClient;
+use chronik_proto::control::GetMetadataRequest;
+use cluster::*;
+use harness::*;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_a_data_leader_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cport = free_port();
+    let tune = |cfg: &mut chronik_shared::config::ChronikConfig| {
+        cfg.cluster.raft.election_timeout_ms = 300;
+        cfg.cluster.raft.heartbeat_interval_ms = 30;
+        cfg.cluster.heartbeat.interval_ms = 200;
+        cfg.cluster.heartbeat.node_timeout_ms = 2000;
+    };
+    let mut ccfg = control_config(dir.path(), 1, cport, vec![]);
+    tune(&mut ccfg);
+    let _control = ControlProc::start_role(dir.path(), &ccfg, "control");
+    wait_views(&[cport], Duration::from_secs(20), |v| agreed(v, &[1]).is_some()).await;
+
+    let mut data = Vec::new();
+    for id in 2..=4u64 {
+        let mut cfg = control_config(dir.path(), id, free_port(), vec![seed(1, cport)]);
+        tune(&mut cfg);
+        data.push(ControlProc::start_role(dir.path(), &cfg, "data"));
+    }
+    let mut gcfg = control_config(dir.path(), 5, free_port(), vec![seed(1, cport)]);
+    tune(&mut gcfg);
+    let kafka = gcfg.listeners.kafka.to_string();
+    let _gateway = ControlProc::start_role(dir.path(), &gcfg, "gateway");
+    let ctl = ControlClient::new(vec![format!("127.0.0.1:{cport}")], Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md =
+            ctl.call(|mut c| async move { c.get_metadata(GetMetadataRequest::default()).await }).await.expect("md");
+        if md.data_nodes.iter().filter(|n| n.alive).count() == 3 && !md.gateways.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cluster did not come up: {md:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let topic = "replicated";
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create().expect("admin");
+    for r in admin
+        .create_topics(&[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(3))], &AdminOptions::new())
+        .await
+        .expect("create")
+    {
+        r.expect("topic created");
+    }
+    // Wait until every partition has a leader.
+    let leaders = |md: &chronik_proto::control::ClusterMetadata| -> BTreeMap<u32, u64> {
+        md.topics
+            .iter()
+            .filter(|t| t.name == topic)
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| p.leader.map(|l| (p.partition, l)))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let by_partition = loop {
+        let md =
+            ctl.call(|mut c| async move { c.get_metadata(GetMetadataRequest::default()).await }).await.expect("md");
+        let l = leaders(&md);
+        if l.len() == PARTITIONS as usize {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "partitions without leader: {md:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let producer: FutureProducer =
+        producer_config(&kafka).set("message.timeout.ms", "60000").create().expect("producer");
+    let acked: Arc<Mutex<BTreeMap<(i32, i64), String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (producer, acked, stop) = (producer.clone(), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let permits = Arc::new(tokio::sync::Semaphore::new(64));
+            let mut i = 0u64;
+            let mut tasks = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let permit = permits.clone().acquire_owned().await.expect("permit");
+                let (p, acked) = (producer.clone(), acked.clone());
+                let value = format!("v{i}");
+                let part = (i % PARTITIONS as u64) as i32;
+                tasks.push(tokio::spawn(async move {
+                    let rec = FutureRecord::<(), _>::to(topic).partition(part).payload(&value);
+                    if let Ok(d) = p.send(rec, Duration::from_secs(60)).await {
+                        assert!(
+                            acked.lock().unwrap().insert((d.partition, d.offset), value).is_none(),
+                            "offset acknowledged twice"
+                        );
+                    }
+                    drop(permit);
+                }));
+                i += 1;
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_kill = acked.lock().unwrap().len();
+    // Kill the data node that leads partition 0.
+    let victim = by_partition[&0];
+    let idx = data.iter().position(|d| d.id == victim).expect("victim");
+    data[idx].kill9();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after_kill = acked.lock().unwrap().len();
+    assert!(after_kill > before_kill + 100, "producers did not continue after the kill: {before_kill} -> {after_kill}");
+    data[idx].restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    sender.await.expect("sender");
+    let acked = acked.lock().unwrap().clone();
+    eprintln!("{} acknowledged ({before_kill} before the kill)", acked.len());
+
+    let consumer: BaseConsumer = consumer_config(&kafka).create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut read: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let max: BTreeMap<i32, i64> = acked.keys().fold(BTreeMap::new(), |mut m, (p, o)| {
+        let e = m.entry(*p).or_insert(*o);
+        *e = (*e).max(*o);
+        m
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while max.iter().any(|(p, o)| !read.contains_key(&(*p, *o))) {
+        assert!(Instant::now() < deadline, "read {} records; still missing the tail of some partitions", read.len());
+        if let Some(m) = consumer.poll(Duration::from_millis(300)) {
+            let m = m.expect("fetch ok");
+            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            if let Some(prev) = read.insert((m.partition(), m.offset()), v.clone()) {
+                assert_eq!(prev, v, "two values at offset {} of partition {}", m.offset(), m.partition());
+            }
+        }
+    }
+    for (k, v) in &acked {
+        assert_eq!(read.get(k), Some(v), "acknowledged record at {k:?} lost or changed");
+    }
+    for p in 0..PARTITIONS {
+        let offs: Vec<i64> = read.keys().filter(|(pp, _)| *pp == p).map(|(_, o)| *o).collect();
+        assert_eq!(offs, (0..offs.len() as i64).collect::<Vec<_>>(), "offsets of partition {p} not contiguous");
+    }
+}
