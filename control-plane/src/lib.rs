@@ -7,7 +7,9 @@
 //! - `state_machine.rs`: applying commands, reads, snapshots.
 //! - `service.rs`: `chronik.control.ControlService`.
 //! - `placement.rs`: where new replicas go. `liveness.rs`: who is alive.
+//! - `groups/`: the consumer-group coordinator (runs on the leader).
 
+pub mod groups;
 pub mod liveness;
 pub mod membership;
 pub mod node;

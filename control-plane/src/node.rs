@@ -32,6 +32,8 @@ pub struct ControlNode {
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)>,
     observer: tokio::task::JoinHandle<()>,
     joiner: Option<tokio::task::JoinHandle<()>>,
+    /// The group coordinator's writer and timer tasks.
+    group_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl ControlNode {
@@ -70,6 +72,9 @@ impl ControlNode {
     pub async fn shutdown(mut self) {
         if let Some(j) = self.joiner.take() {
             j.abort();
+        }
+        for t in self.group_tasks.drain(..) {
+            t.abort();
         }
         if let Some((tx, handle)) = self.server.take() {
             let _ = tx.send(());
@@ -172,7 +177,10 @@ impl ControlNodeBuilder {
             }),
         );
         let liveness = Liveness::new(Duration::from_millis(cfg.cluster.heartbeat.node_timeout_ms));
+        let (groups, group_tasks) =
+            crate::groups::GroupCoordinator::start(id, raft.clone(), sm.clone(), liveness.clone());
         let svc = ControlServiceImpl {
+            groups,
             node_id: id,
             raft: raft.clone(),
             sm: sm.clone(),
@@ -206,7 +214,7 @@ impl ControlNodeBuilder {
                 Duration::from_millis(cfg.cluster.network.request_timeout_ms),
             ))
         });
-        Ok(ControlNode { node_id: id, raft, sm, server: None, observer, joiner })
+        Ok(ControlNode { node_id: id, raft, sm, server: None, observer, joiner, group_tasks })
     }
 }
 

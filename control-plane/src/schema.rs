@@ -5,12 +5,18 @@
 //!   membership. Together they let a node rebuild its Raft group from its state machine.
 //! - [`NODES`]: node id → registered data node or gateway ([`crate::types::NodeRecord`]).
 //! - [`TOPICS`]: topic name → topic with its partition assignments ([`crate::types::TopicRecord`]).
+//! - [`GROUPS`]: group id → consumer group metadata: protocol, generation, leader, members and
+//!   their assignments ([`crate::types::GroupRecord`]). Session liveness is not persisted.
+//! - [`OFFSETS`]: `group NUL topic NUL partition` → committed offset with leader epoch, metadata
+//!   and commit time ([`crate::types::OffsetRecord`]).
 
 use redb::TableDefinition;
 
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
 pub const TOPICS: TableDefinition<&str, &[u8]> = TableDefinition::new("topics");
+pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+pub const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("offsets");
 
 pub const META_APPLIED: &str = "applied";
 pub const META_MEMBERSHIP: &str = "membership";

@@ -25,6 +25,7 @@ pub struct ControlServiceImpl {
     pub(crate) liveness: Liveness,
     pub(crate) max_message_size: usize,
     pub(crate) election_timeout_ms: u64,
+    pub(crate) groups: crate::groups::GroupCoordinator,
 }
 
 fn internal(e: std::io::Error) -> Status {
@@ -349,5 +350,63 @@ impl ControlService for ControlServiceImpl {
     ) -> Result<Response<MembersResponse>, Status> {
         let wait = Duration::from_millis(self.election_timeout_ms * 10);
         Ok(Response::new(ControlServiceImpl::transfer_leader(self, request.into_inner().target_node_id, wait).await?))
+    }
+
+    async fn join_group(&self, request: Request<JoinGroupRequest>) -> Result<Response<JoinGroupResponse>, Status> {
+        Ok(Response::new(self.groups.join(request.into_inner()).await?))
+    }
+
+    async fn sync_group(&self, request: Request<SyncGroupRequest>) -> Result<Response<SyncGroupResponse>, Status> {
+        Ok(Response::new(self.groups.sync(request.into_inner()).await?))
+    }
+
+    async fn group_heartbeat(
+        &self,
+        request: Request<GroupHeartbeatRequest>,
+    ) -> Result<Response<GroupHeartbeatResponse>, Status> {
+        Ok(Response::new(self.groups.heartbeat(request.into_inner()).await?))
+    }
+
+    async fn leave_group(&self, request: Request<LeaveGroupRequest>) -> Result<Response<LeaveGroupResponse>, Status> {
+        Ok(Response::new(self.groups.leave(request.into_inner()).await?))
+    }
+
+    async fn offset_commit(
+        &self,
+        request: Request<OffsetCommitRequest>,
+    ) -> Result<Response<OffsetCommitResponse>, Status> {
+        Ok(Response::new(self.groups.offset_commit(request.into_inner()).await?))
+    }
+
+    async fn offset_fetch(
+        &self,
+        request: Request<OffsetFetchRequest>,
+    ) -> Result<Response<OffsetFetchResponse>, Status> {
+        Ok(Response::new(self.groups.offset_fetch(request.into_inner()).await?))
+    }
+
+    async fn list_groups(&self, request: Request<ListGroupsRequest>) -> Result<Response<ListGroupsResponse>, Status> {
+        Ok(Response::new(self.groups.list_groups(request.into_inner()).await?))
+    }
+
+    async fn describe_groups(
+        &self,
+        request: Request<DescribeGroupsRequest>,
+    ) -> Result<Response<DescribeGroupsResponse>, Status> {
+        Ok(Response::new(self.groups.describe_groups(request.into_inner()).await?))
+    }
+
+    async fn delete_groups(
+        &self,
+        request: Request<DeleteGroupsRequest>,
+    ) -> Result<Response<DeleteGroupsResponse>, Status> {
+        Ok(Response::new(self.groups.delete_groups(request.into_inner()).await?))
+    }
+
+    async fn offset_delete(
+        &self,
+        request: Request<OffsetDeleteRequest>,
+    ) -> Result<Response<OffsetDeleteResponse>, Status> {
+        Ok(Response::new(self.groups.offset_delete(request.into_inner()).await?))
     }
 }

@@ -15,8 +15,11 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{META, META_APPLIED, META_MEMBERSHIP, NODES, TOPICS};
-use crate::types::{ControlCommand, ControlResponse, MetaTypeConfig, NodeRecord, TopicRecord};
+use crate::schema::{GROUPS, META, META_APPLIED, META_MEMBERSHIP, NODES, OFFSETS, TOPICS};
+use crate::types::{
+    ControlCommand, ControlResponse, GroupRecord, MetaTypeConfig, NodeRecord, OffsetRecord, TopicRecord, offset_key,
+    offset_key_prefix,
+};
 use chronik_shared::error::ErrorCode;
 
 type C = MetaTypeConfig;
@@ -40,6 +43,29 @@ struct Dump {
     membership: StoredMembershipOf<C>,
     nodes: Vec<NodeRecord>,
     topics: Vec<TopicRecord>,
+    #[serde(default)]
+    groups: Vec<GroupRecord>,
+    #[serde(default)]
+    offsets: Vec<OffsetRecord>,
+}
+
+/// The tables a command may change, opened once per applied batch.
+struct Tables<'t> {
+    nodes: redb::Table<'t, u64, &'static [u8]>,
+    topics: redb::Table<'t, &'static str, &'static [u8]>,
+    groups: redb::Table<'t, &'static str, &'static [u8]>,
+    offsets: redb::Table<'t, &'static str, &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> io::Result<Self> {
+        Ok(Tables {
+            nodes: txn.open_table(NODES).map_err(db_err)?,
+            topics: txn.open_table(TOPICS).map_err(db_err)?,
+            groups: txn.open_table(GROUPS).map_err(db_err)?,
+            offsets: txn.open_table(OFFSETS).map_err(db_err)?,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -61,6 +87,8 @@ impl ControlStateMachine {
             txn.open_table(META).map_err(db_err)?;
             txn.open_table(NODES).map_err(db_err)?;
             txn.open_table(TOPICS).map_err(db_err)?;
+            txn.open_table(GROUPS).map_err(db_err)?;
+            txn.open_table(OFFSETS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         let sm = Self { db: Arc::new(db), snapshot_dir: dir.join("snapshots"), current: Arc::default() };
@@ -125,12 +153,50 @@ impl ControlStateMachine {
         Self::rows_in(&self.db.begin_read().map_err(db_err)?, NODES)
     }
 
+    pub fn groups(&self) -> io::Result<Vec<GroupRecord>> {
+        Self::rows_in(&self.db.begin_read().map_err(db_err)?, GROUPS)
+    }
+
+    pub fn group(&self, group_id: &str) -> io::Result<Option<GroupRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(GROUPS).map_err(db_err)?;
+        match t.get(group_id).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every committed offset of `group_id`.
+    pub fn offsets(&self, group_id: &str) -> io::Result<Vec<OffsetRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(OFFSETS).map_err(db_err)?;
+        let (from, to) = offset_key_prefix(group_id);
+        let mut out = Vec::new();
+        for row in t.range(from.as_str()..to.as_str()).map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every committed offset of every group (for the consumer-lag gauge).
+    pub fn all_offsets(&self) -> io::Result<Vec<OffsetRecord>> {
+        Self::rows_in(&self.db.begin_read().map_err(db_err)?, OFFSETS)
+    }
+
     /// Every table from ONE read transaction: a snapshot must be exactly the state at its
     /// applied index, even while apply carries on concurrently.
     fn dump(&self) -> io::Result<Dump> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let (applied, membership) = Self::applied_in(&txn)?;
-        Ok(Dump { applied, membership, nodes: Self::rows_in(&txn, NODES)?, topics: Self::rows_in(&txn, TOPICS)? })
+        Ok(Dump {
+            applied,
+            membership,
+            nodes: Self::rows_in(&txn, NODES)?,
+            topics: Self::rows_in(&txn, TOPICS)?,
+            groups: Self::rows_in(&txn, GROUPS)?,
+            offsets: Self::rows_in(&txn, OFFSETS)?,
+        })
     }
 
     /// Builds and persists a snapshot at the current applied point (used by the rebuild, so a
@@ -139,11 +205,8 @@ impl ControlStateMachine {
         RaftSnapshotBuilder::build_snapshot(self).await.map(|_| ())
     }
 
-    fn apply_command(
-        cmd: &ControlCommand,
-        nodes: &mut redb::Table<u64, &[u8]>,
-        topics: &mut redb::Table<&str, &[u8]>,
-    ) -> io::Result<ControlResponse> {
+    fn apply_command(cmd: &ControlCommand, tables: &mut Tables<'_>) -> io::Result<ControlResponse> {
+        let Tables { nodes, topics, groups, offsets } = tables;
         let rejected = |code: ErrorCode, message: String| ControlResponse::Rejected { code: code.id(), message };
         Ok(match cmd {
             ControlCommand::RegisterNode(n) => {
@@ -177,6 +240,45 @@ impl ControlStateMachine {
                     None => rejected(ErrorCode::UnknownTopicOrPartition, format!("topic {name} does not exist")),
                 }
             }
+            ControlCommand::StoreGroup(g) => {
+                groups.insert(g.group_id.as_str(), encode(g)?.as_slice()).map_err(db_err)?;
+                ControlResponse::Ok
+            }
+            ControlCommand::DeleteGroup { group_id } => {
+                let had_group = groups.remove(group_id.as_str()).map_err(db_err)?.is_some();
+                let (from, to) = offset_key_prefix(group_id);
+                let mut keys = Vec::new();
+                for row in offsets.range(from.as_str()..to.as_str()).map_err(db_err)? {
+                    let (k, _) = row.map_err(db_err)?;
+                    keys.push(k.value().to_string());
+                }
+                for k in &keys {
+                    offsets.remove(k.as_str()).map_err(db_err)?;
+                }
+                if had_group || !keys.is_empty() {
+                    ControlResponse::Ok
+                } else {
+                    rejected(ErrorCode::GroupIdNotFound, format!("group {group_id} does not exist"))
+                }
+            }
+            ControlCommand::CommitOffsets(records) => {
+                for o in records {
+                    offsets.insert(o.key().as_str(), encode(o)?.as_slice()).map_err(db_err)?;
+                    // A group known only by its commits (assign()ed consumers) is still listed
+                    // and describable, as in Kafka.
+                    if groups.get(o.group_id.as_str()).map_err(db_err)?.is_none() {
+                        let g = GroupRecord { group_id: o.group_id.clone(), ..GroupRecord::default() };
+                        groups.insert(o.group_id.as_str(), encode(&g)?.as_slice()).map_err(db_err)?;
+                    }
+                }
+                ControlResponse::Ok
+            }
+            ControlCommand::DeleteOffsets { group_id, partitions } => {
+                for (topic, partition) in partitions {
+                    offsets.remove(offset_key(group_id, topic, *partition).as_str()).map_err(db_err)?;
+                }
+                ControlResponse::Ok
+            }
         })
     }
 }
@@ -205,13 +307,12 @@ impl RaftStateMachine<C> for ControlStateMachine {
         let mut responses = Vec::with_capacity(batch.len());
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
-            let mut nodes = txn.open_table(NODES).map_err(db_err)?;
-            let mut topics = txn.open_table(TOPICS).map_err(db_err)?;
+            let mut tables = Tables::open(&txn)?;
             let mut last = None;
             for (entry, responder) in batch {
                 let resp = match &entry.payload {
                     EntryPayload::Blank => ControlResponse::Ok,
-                    EntryPayload::Normal(cmd) => Self::apply_command(cmd, &mut nodes, &mut topics)?,
+                    EntryPayload::Normal(cmd) => Self::apply_command(cmd, &mut tables)?,
                     EntryPayload::Membership(m) => {
                         let stored = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
                         meta.insert(META_MEMBERSHIP, encode(&stored)?.as_slice()).map_err(db_err)?;
@@ -243,14 +344,21 @@ impl RaftStateMachine<C> for ControlStateMachine {
         {
             txn.delete_table(NODES).map_err(db_err)?;
             txn.delete_table(TOPICS).map_err(db_err)?;
+            txn.delete_table(GROUPS).map_err(db_err)?;
+            txn.delete_table(OFFSETS).map_err(db_err)?;
             let mut m = txn.open_table(META).map_err(db_err)?;
-            let mut nodes = txn.open_table(NODES).map_err(db_err)?;
-            let mut topics = txn.open_table(TOPICS).map_err(db_err)?;
+            let mut t = Tables::open(&txn)?;
             for n in &dump.nodes {
-                nodes.insert(n.node_id, encode(n)?.as_slice()).map_err(db_err)?;
+                t.nodes.insert(n.node_id, encode(n)?.as_slice()).map_err(db_err)?;
             }
-            for t in &dump.topics {
-                topics.insert(t.name.as_str(), encode(t)?.as_slice()).map_err(db_err)?;
+            for topic in &dump.topics {
+                t.topics.insert(topic.name.as_str(), encode(topic)?.as_slice()).map_err(db_err)?;
+            }
+            for g in &dump.groups {
+                t.groups.insert(g.group_id.as_str(), encode(g)?.as_slice()).map_err(db_err)?;
+            }
+            for o in &dump.offsets {
+                t.offsets.insert(o.key().as_str(), encode(o)?.as_slice()).map_err(db_err)?;
             }
             m.insert(META_APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(db_err)?;
             m.insert(META_MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(db_err)?;

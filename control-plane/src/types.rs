@@ -45,14 +45,84 @@ pub struct TopicRecord {
     pub assignments: Vec<Vec<u64>>,
 }
 
+/// A consumer group as persisted: what a new leader needs to carry the group on after a
+/// failover (members get a session timeout to reappear). Liveness stays in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub protocol: Option<String>,
+    pub generation: i32,
+    pub leader: Option<String>,
+    pub members: Vec<MemberRecord>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    /// (protocol name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Vec<u8>)>,
+    pub assignment: Vec<u8>,
+}
+
+/// A committed offset of (group, topic, partition).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRecord {
+    pub group_id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp_ms: u64,
+}
+
+impl OffsetRecord {
+    /// Its key in [`crate::schema::OFFSETS`]; group ids with NUL are refused, so keys of one
+    /// group form one range starting at [`offset_key_prefix`].
+    pub fn key(&self) -> String {
+        offset_key(&self.group_id, &self.topic, self.partition)
+    }
+}
+
+pub fn offset_key(group: &str, topic: &str, partition: u32) -> String {
+    format!("{group}\u{0}{topic}\u{0}{partition}")
+}
+
+pub fn offset_key_prefix(group: &str) -> (String, String) {
+    (format!("{group}\u{0}"), format!("{group}\u{1}"))
+}
+
 /// One change to the control plane's state. Placement is decided by the leader before it
 /// proposes, so applying is deterministic on every node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlCommand {
     RegisterNode(NodeRecord),
     CreateTopic(TopicRecord),
-    DeleteTopic { name: String },
-    CreatePartitions { name: String, new_assignments: Vec<Vec<u64>> },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        new_assignments: Vec<Vec<u64>>,
+    },
+    /// Creates or replaces a group's metadata.
+    StoreGroup(GroupRecord),
+    /// Removes a group and all its committed offsets.
+    DeleteGroup {
+        group_id: String,
+    },
+    /// Offset commits of possibly many groups, coalesced into one entry by the leader.
+    CommitOffsets(Vec<OffsetRecord>),
+    DeleteOffsets {
+        group_id: String,
+        partitions: Vec<(String, u32)>,
+    },
 }
 
 impl fmt::Display for ControlCommand {
@@ -63,6 +133,12 @@ impl fmt::Display for ControlCommand {
             ControlCommand::DeleteTopic { name } => write!(f, "delete topic {name}"),
             ControlCommand::CreatePartitions { name, new_assignments } => {
                 write!(f, "add {} partitions to {name}", new_assignments.len())
+            }
+            ControlCommand::StoreGroup(g) => write!(f, "store group {} generation {}", g.group_id, g.generation),
+            ControlCommand::DeleteGroup { group_id } => write!(f, "delete group {group_id}"),
+            ControlCommand::CommitOffsets(o) => write!(f, "commit {} offsets", o.len()),
+            ControlCommand::DeleteOffsets { group_id, partitions } => {
+                write!(f, "delete {} offsets of group {group_id}", partitions.len())
             }
         }
     }

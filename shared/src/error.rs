@@ -49,6 +49,21 @@ error_codes! {
     InvalidRequiredAcks = 17, 21, InvalidArgument, 400;
     Unavailable = 18, 8, Unavailable, 503;
     PolicyViolation = 19, 44, FailedPrecondition, 422;
+    // Consumer groups (Kafka's group coordinator codes).
+    NotCoordinator = 20, 16, Unavailable, 503;
+    CoordinatorNotAvailable = 21, 15, Unavailable, 503;
+    IllegalGeneration = 22, 22, FailedPrecondition, 409;
+    InconsistentGroupProtocol = 23, 23, FailedPrecondition, 409;
+    InvalidGroupId = 24, 24, InvalidArgument, 400;
+    UnknownMemberId = 25, 25, NotFound, 404;
+    InvalidSessionTimeout = 26, 26, InvalidArgument, 400;
+    RebalanceInProgress = 27, 27, FailedPrecondition, 409;
+    OffsetMetadataTooLarge = 28, 12, InvalidArgument, 400;
+    NonEmptyGroup = 29, 68, FailedPrecondition, 409;
+    GroupIdNotFound = 30, 69, NotFound, 404;
+    MemberIdRequired = 31, 79, FailedPrecondition, 409;
+    FencedInstanceId = 32, 82, FailedPrecondition, 409;
+    GroupSubscribedToTopic = 33, 86, FailedPrecondition, 409;
 }
 
 /// An error as it crosses a process boundary: a code, a message that says what failed and
