@@ -66,6 +66,16 @@ routes! {
     DeleteTopics => delete_topics(DeleteTopicsRequest);
     DescribeConfigs => describe_configs(DescribeConfigsRequest);
     CreatePartitions => create_partitions(CreatePartitionsRequest);
+    JoinGroup => join_group(JoinGroupRequest);
+    SyncGroup => sync_group(SyncGroupRequest);
+    Heartbeat => heartbeat(HeartbeatRequest);
+    LeaveGroup => leave_group(LeaveGroupRequest);
+    OffsetCommit => offset_commit(OffsetCommitRequest);
+    OffsetFetch => offset_fetch(OffsetFetchRequest);
+    ListGroups => list_groups(ListGroupsRequest);
+    DescribeGroups => describe_groups(DescribeGroupsRequest);
+    DeleteGroups => delete_groups(DeleteGroupsRequest);
+    OffsetDelete => offset_delete(OffsetDeleteRequest);
 }
 
 /// The versions of `key` this gateway handles, if it handles the API at all.
@@ -98,7 +108,10 @@ mod tests {
     fn every_route_has_a_guard_walk_and_kafka_protocol_versions() {
         for r in ROUTES {
             assert!(!r.versions.is_empty(), "{:?}", r.key);
-            assert_eq!(r.versions, r.key.valid_versions(), "{:?}", r.key);
+            // kafka-protocol's message types may stop short of the API key's table (OffsetCommit
+            // and OffsetFetch v10 are topic-id based and not generated): advertise what decodes.
+            let valid = r.key.valid_versions();
+            assert!(r.versions.min >= valid.min && r.versions.max <= valid.max, "{:?}", r.key);
             // An empty body fails the walk with "ends at byte", never "no schema walk".
             let err = guard::check(r.key, &[], r.versions.max).expect_err("empty body");
             assert!(!err.to_string().contains("no schema walk"), "{:?}", r.key);

@@ -146,6 +146,70 @@ impl ControlService for FakeControl {
     ) -> Result<Response<MembersResponse>, Status> {
         Err(Status::unimplemented("not used by the gateway"))
     }
+
+    async fn join_group(&self, _r: Request<cp::JoinGroupRequest>) -> Result<Response<cp::JoinGroupResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn sync_group(&self, _r: Request<cp::SyncGroupRequest>) -> Result<Response<cp::SyncGroupResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn group_heartbeat(
+        &self,
+        _r: Request<cp::GroupHeartbeatRequest>,
+    ) -> Result<Response<cp::GroupHeartbeatResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn leave_group(
+        &self,
+        _r: Request<cp::LeaveGroupRequest>,
+    ) -> Result<Response<cp::LeaveGroupResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn offset_commit(
+        &self,
+        _r: Request<cp::OffsetCommitRequest>,
+    ) -> Result<Response<cp::OffsetCommitResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn offset_fetch(
+        &self,
+        _r: Request<cp::OffsetFetchRequest>,
+    ) -> Result<Response<cp::OffsetFetchResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn list_groups(
+        &self,
+        _r: Request<cp::ListGroupsRequest>,
+    ) -> Result<Response<cp::ListGroupsResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn describe_groups(
+        &self,
+        _r: Request<cp::DescribeGroupsRequest>,
+    ) -> Result<Response<cp::DescribeGroupsResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn delete_groups(
+        &self,
+        _r: Request<cp::DeleteGroupsRequest>,
+    ) -> Result<Response<cp::DeleteGroupsResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
+
+    async fn offset_delete(
+        &self,
+        _r: Request<cp::OffsetDeleteRequest>,
+    ) -> Result<Response<cp::OffsetDeleteResponse>, Status> {
+        Err(Status::unimplemented("consumer groups are not used by these tests"))
+    }
 }
 
 #[derive(Default)]

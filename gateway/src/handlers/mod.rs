@@ -4,13 +4,23 @@
 pub(crate) mod api_versions;
 pub(crate) mod create_partitions;
 pub(crate) mod create_topics;
+pub(crate) mod delete_groups;
 pub(crate) mod delete_topics;
 pub(crate) mod describe_configs;
+pub(crate) mod describe_groups;
 pub(crate) mod fetch;
 pub(crate) mod find_coordinator;
+pub(crate) mod heartbeat;
+pub(crate) mod join_group;
+pub(crate) mod leave_group;
+pub(crate) mod list_groups;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
+pub(crate) mod offset_commit;
+pub(crate) mod offset_delete;
+pub(crate) mod offset_fetch;
 pub(crate) mod produce;
+pub(crate) mod sync_group;
 
 use chronik_proto::control::{CreateTopicRequest, TopicInfo};
 use chronik_shared::error::{ChronikError, ErrorCode};
@@ -26,6 +36,24 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
 /// The Kafka error code and message of a Chronik error (through the one shared table).
 pub(crate) fn kafka_error(e: &ChronikError) -> (i16, Option<StrBytes>) {
     (e.code.kafka(), Some(str_bytes(e.message.clone())))
+}
+
+/// The Kafka code of an error id in a group-coordinator answer.
+pub(crate) fn kafka_code(id: i32) -> i16 {
+    ErrorCode::from_id(id).unwrap_or(ErrorCode::Internal).kafka()
+}
+
+/// The Kafka code of a group-coordinator call that failed as a whole. Leadership trouble
+/// becomes NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE: clients then look the coordinator
+/// up again and retry by themselves.
+pub(crate) fn coordinator_error(e: &ChronikError) -> i16 {
+    match e.code {
+        // Internal covers a call cut off mid-way (e.g. the control-plane leader died during a
+        // JoinGroup long poll): the coordinator has to be found again.
+        ErrorCode::NotLeader | ErrorCode::Timeout | ErrorCode::Internal => ErrorCode::NotCoordinator.kafka(),
+        ErrorCode::NoLeader | ErrorCode::Unavailable => ErrorCode::CoordinatorNotAvailable.kafka(),
+        other => other.kafka(),
+    }
 }
 
 /// How a failure to reach a partition's leader is best told to clients: "not the leader,

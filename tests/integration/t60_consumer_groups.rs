@@ -1,0 +1,327 @@
+//! Consumer groups against a standalone node with librdkafka: balanced, disjoint assignments
+//! under each client-side assignor (range, roundrobin, cooperative-sticky), rebalancing when a
+//! member leaves, resuming exactly after the committed offsets, static membership, the lag
+//! gauge, and committed offsets surviving a restart.
+
+mod harness;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use harness::*;
+
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let res = admin
+        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("CreateTopics answered");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
+/// Produces `n` messages round-robin over `partitions` (value = "i"), all acknowledged.
+async fn produce(bootstrap: &str, topic: &str, partitions: i32, n: usize) {
+    let producer: FutureProducer = producer_config(bootstrap).create().expect("producer");
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let value = i.to_string();
+        let rec = FutureRecord::<(), _>::to(topic).partition((i as i32) % partitions).payload(&value);
+        pending.push(producer.send_result(rec).expect("queued"));
+    }
+    for p in pending {
+        p.await.expect("delivery").expect("acknowledged");
+    }
+}
+
+fn group_consumer(bootstrap: &str, group: &str, strategy: &str) -> BaseConsumer {
+    consumer_config(bootstrap)
+        .set("group.id", group)
+        .set("partition.assignment.strategy", strategy)
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "300")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .expect("consumer")
+}
+
+fn partitions_of(c: &BaseConsumer) -> BTreeSet<i32> {
+    c.assignment().expect("assignment").elements().iter().map(|e| e.partition()).collect()
+}
+
+fn partitions_of_ctx<C: ConsumerContext>(c: &BaseConsumer<C>) -> BTreeSet<i32> {
+    c.assignment().expect("assignment").elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Polls every consumer until their assignments are disjoint and cover `0..partitions`, each
+/// consumer holding at least one partition; panics after `timeout`.
+fn wait_balanced(consumers: &[&BaseConsumer], partitions: i32, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        for c in consumers {
+            let _ = c.poll(Duration::from_millis(50));
+        }
+        let sets: Vec<BTreeSet<i32>> = consumers.iter().map(|c| partitions_of(c)).collect();
+        let total: usize = sets.iter().map(|s| s.len()).sum();
+        let union: BTreeSet<i32> = sets.iter().flatten().copied().collect();
+        if total == partitions as usize && union == (0..partitions).collect() && sets.iter().all(|s| !s.is_empty()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: assignments never became disjoint and complete: {sets:?}");
+    }
+}
+
+/// Three consumers share six partitions; one leaves; the two others take over everything
+/// within the session timeout.
+fn three_then_two(bootstrap: &str, topic: &str, group: &str, strategy: &str) {
+    let a = group_consumer(bootstrap, group, strategy);
+    let b = group_consumer(bootstrap, group, strategy);
+    let c = group_consumer(bootstrap, group, strategy);
+    for x in [&a, &b, &c] {
+        x.subscribe(&[topic]).expect("subscribe");
+    }
+    wait_balanced(&[&a, &b, &c], 6, Duration::from_secs(60), strategy);
+    let left = Instant::now();
+    drop(c); // closes: LeaveGroup
+    wait_balanced(&[&a, &b], 6, Duration::from_secs(6), strategy);
+    eprintln!("{strategy}: survivors covered every partition {:?} after the leave", left.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_assignor_balances_and_survivors_take_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = chronik_server::Standalone::start(standalone_config(dir.path())).await.expect("standalone starts");
+    let bootstrap = node.kafka_addr.to_string();
+    create_topic(&bootstrap, "balanced", 6).await;
+    produce(&bootstrap, "balanced", 6, 60).await;
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        for strategy in ["range", "roundrobin", "cooperative-sticky"] {
+            three_then_two(&b, "balanced", &format!("g-{strategy}"), strategy);
+        }
+    })
+    .await
+    .expect("consumers ran");
+    node.shutdown().await;
+}
+
+/// Consumes until `n` messages arrived; returns (partition, offset, value) in arrival order.
+fn consume(c: &BaseConsumer, n: usize, timeout: Duration) -> Vec<(i32, i64, String)> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} messages arrived", got.len());
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            let m = m.expect("message");
+            let value = String::from_utf8(m.payload().unwrap_or_default().to_vec()).expect("utf8");
+            got.push((m.partition(), m.offset(), value));
+        }
+    }
+    got
+}
+
+fn committed(c: &BaseConsumer, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    c.committed_offsets(tpl, Duration::from_secs(10))
+        .expect("OffsetFetch")
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replacement_resumes_after_the_committed_offsets_and_lag_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = chronik_server::Standalone::start(standalone_config(dir.path())).await.expect("standalone starts");
+    let bootstrap = node.kafka_addr.to_string();
+    create_topic(&bootstrap, "resume", 3).await;
+    produce(&bootstrap, "resume", 3, 300).await;
+    let b = bootstrap.clone();
+    let (first, committed_by_first) = tokio::task::spawn_blocking(move || {
+        let c = group_consumer(&b, "resumers", "range");
+        c.subscribe(&["resume"]).expect("subscribe");
+        let got = consume(&c, 120, Duration::from_secs(60));
+        // Commit exactly what was consumed (the next offset to read), not the fetch position.
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for (p, o, _) in &got {
+            let e = next.entry(*p).or_default();
+            *e = (*e).max(o + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &next {
+            tpl.add_partition_offset("resume", *p, Offset::Offset(*o)).expect("tpl");
+        }
+        c.commit(&tpl, CommitMode::Sync).expect("commit");
+        assert_eq!(committed(&c, "resume", 3), next, "OffsetFetch returns what was committed");
+        (got, next)
+    })
+    .await
+    .expect("first consumer");
+
+    // The lag gauge: 100 messages per partition minus the committed offset.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let lags: BTreeMap<i32, i64> = committed_by_first
+            .keys()
+            .map(|p| {
+                let g =
+                    chronik_shared::metrics::CONSUMER_LAG.with_label_values(&["resumers", "resume", &p.to_string()]);
+                (*p, g.get())
+            })
+            .collect();
+        let want: BTreeMap<i32, i64> = committed_by_first.iter().map(|(p, o)| (*p, 100 - o)).collect();
+        if lags == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "chronik_consumer_lag is {lags:?}, expected {want:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let b = bootstrap.clone();
+    let expected_rest = 300 - first.len();
+    let second = tokio::task::spawn_blocking(move || {
+        let c = group_consumer(&b, "resumers", "range");
+        c.subscribe(&["resume"]).expect("subscribe");
+        consume(&c, expected_rest, Duration::from_secs(60))
+    })
+    .await
+    .expect("second consumer");
+
+    // The replacement starts exactly at each committed offset and nothing is read twice.
+    for (p, start) in &committed_by_first {
+        let first_seen = second.iter().filter(|(q, _, _)| q == p).map(|(_, o, _)| *o).min();
+        assert_eq!(first_seen.or(Some(*start)), Some(*start), "partition {p} resumed elsewhere");
+    }
+    let all: BTreeSet<String> = first.iter().chain(second.iter()).map(|(_, _, v)| v.clone()).collect();
+    assert_eq!(all.len(), 300, "every message exactly once across both consumers");
+    assert_eq!(first.len() + second.len(), 300);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn committed_offsets_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = chronik_server::Standalone::start(standalone_config(dir.path())).await.expect("standalone starts");
+    let bootstrap = node.kafka_addr.to_string();
+    create_topic(&bootstrap, "durable", 2).await;
+    produce(&bootstrap, "durable", 2, 20).await;
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let c = group_consumer(&b, "durable-group", "range");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("durable", 0, Offset::Offset(7)).expect("tpl");
+        tpl.add_partition_offset("durable", 1, Offset::Offset(3)).expect("tpl");
+        // A commit outside any generation (the consumer never joined): Kafka allows it for
+        // a group without members.
+        c.commit(&tpl, CommitMode::Sync).expect("commit");
+    })
+    .await
+    .expect("commit");
+    node.shutdown().await;
+
+    let node = chronik_server::Standalone::start(standalone_config(dir.path())).await.expect("standalone restarts");
+    let b = node.kafka_addr.to_string();
+    let after = tokio::task::spawn_blocking(move || {
+        let c = group_consumer(&b, "durable-group", "range");
+        committed(&c, "durable", 2)
+    })
+    .await
+    .expect("fetch");
+    assert_eq!(after, BTreeMap::from([(0, 7), (1, 3)]));
+    node.shutdown().await;
+}
+
+/// Counts the rebalances a consumer goes through.
+#[derive(Clone, Default)]
+struct Rebalances(Arc<AtomicUsize>);
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_static_member_coming_back_keeps_its_partitions_without_a_rebalance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = chronik_server::Standalone::start(standalone_config(dir.path())).await.expect("standalone starts");
+    let bootstrap = node.kafka_addr.to_string();
+    create_topic(&bootstrap, "statics", 4).await;
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        let static_consumer = |id: &str| -> BaseConsumer {
+            consumer_config(&b)
+                .set("group.id", "statics")
+                .set("group.instance.id", id)
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "300")
+                .create()
+                .expect("consumer")
+        };
+        let a = static_consumer("a");
+        let rebalances = Rebalances::default();
+        let s: BaseConsumer<Rebalances> = consumer_config(&b)
+            .set("group.id", "statics")
+            .set("group.instance.id", "b")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "300")
+            .create_with_context(rebalances.clone())
+            .expect("consumer");
+        a.subscribe(&["statics"]).expect("subscribe");
+        s.subscribe(&["statics"]).expect("subscribe");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while partitions_of(&a).len() + partitions_of_ctx(&s).len() != 4
+            || partitions_of(&a).is_empty()
+            || partitions_of_ctx(&s).is_empty()
+        {
+            assert!(Instant::now() < deadline, "the two static members never shared the partitions");
+            let _ = a.poll(Duration::from_millis(50));
+            let _ = s.poll(Duration::from_millis(50));
+        }
+        let before_a = partitions_of(&a);
+        let before_b = partitions_of_ctx(&s);
+        let seen = rebalances.0.load(Ordering::SeqCst);
+        // A static member does not leave the group when it closes (KIP-345).
+        drop(a);
+        let a2 = static_consumer("a");
+        a2.subscribe(&["statics"]).expect("subscribe");
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while partitions_of(&a2) != before_a {
+            assert!(Instant::now() < deadline, "the returning static member did not get {before_a:?} back");
+            let _ = a2.poll(Duration::from_millis(50));
+            let _ = s.poll(Duration::from_millis(50));
+        }
+        // A few more heartbeats of the other member: no rebalance reaches it.
+        for _ in 0..20 {
+            let _ = a2.poll(Duration::from_millis(50));
+            let _ = s.poll(Duration::from_millis(50));
+        }
+        assert_eq!(partitions_of_ctx(&s), before_b);
+        assert_eq!(rebalances.0.load(Ordering::SeqCst), seen, "the other member went through a rebalance");
+    })
+    .await
+    .expect("consumers ran");
+    node.shutdown().await;
+}
