@@ -3,6 +3,7 @@
 //! member leaves, resuming exactly after the committed offsets, static membership, the lag
 //! gauge, and committed offsets surviving a restart.
 
+mod cluster;
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -324,4 +325,158 @@ async fn a_static_member_coming_back_keeps_its_partitions_without_a_rebalance() 
     .await
     .expect("consumers ran");
     node.shutdown().await;
+}
+
+/// Three control processes, a data node and a gateway; two group members consume and commit
+/// every 100 ms while the control-plane leader (the group coordinator) is killed with -9.
+/// The same consumers carry on after the election, and no committed offset goes backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_control_leader_keeps_consumers_going_and_commits_monotonic() {
+    use chronik_proto::client::ControlClient;
+    use chronik_proto::control::GetMetadataRequest;
+    use cluster::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tune = |cfg: &mut chronik_shared::config::ChronikConfig| {
+        cfg.cluster.raft.election_timeout_ms = 300;
+        cfg.cluster.raft.heartbeat_interval_ms = 30;
+        cfg.cluster.heartbeat.interval_ms = 200;
+        cfg.cluster.heartbeat.node_timeout_ms = 3000;
+    };
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut controls = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let id = i as u64 + 1;
+        let seeds = if id == 1 { vec![] } else { vec![seed(1, ports[0])] };
+        let mut cfg = control_config(dir.path(), id, *port, seeds);
+        tune(&mut cfg);
+        controls.push(ControlProc::start(dir.path(), &cfg));
+    }
+    wait_views(&ports, Duration::from_secs(30), |v| agreed(v, &[1, 2, 3]).is_some()).await;
+    let seeds: Vec<_> = ports.iter().enumerate().map(|(i, p)| seed(i as u64 + 1, *p)).collect();
+    let mut dcfg = control_config(dir.path(), 10, free_port(), seeds.clone());
+    tune(&mut dcfg);
+    let _data = ControlProc::start_role(dir.path(), &dcfg, "data");
+    let mut gcfg = control_config(dir.path(), 11, free_port(), seeds);
+    tune(&mut gcfg);
+    let kafka = gcfg.listeners.kafka.to_string();
+    let _gateway = ControlProc::start_role(dir.path(), &gcfg, "gateway");
+    let ctl = ControlClient::new(ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(), Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = ctl.call(|mut c| async move { c.get_metadata(GetMetadataRequest::default()).await }).await;
+        if md.is_ok_and(|md| md.data_nodes.iter().any(|n| n.alive) && !md.gateways.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    create_topic(&kafka, "failover", 4).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (kafka, stop) = (kafka.clone(), stop.clone());
+        tokio::spawn(async move {
+            let p: FutureProducer = producer_config(&kafka).create().expect("producer");
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let v = i.to_string();
+                let _ = p.send(FutureRecord::<(), _>::to("failover").payload(&v), Duration::from_secs(30)).await;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let backwards: Arc<Mutex<Vec<String>>> = Arc::default();
+    let highest: Arc<Mutex<BTreeMap<i32, i64>>> = Arc::default();
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let (kafka, stop, consumed) = (kafka.clone(), stop.clone(), consumed.clone());
+        members.push(std::thread::spawn(move || {
+            let c = group_consumer(&kafka, "failover-group", "range");
+            c.subscribe(&["failover"]).expect("subscribe");
+            let mut last_commit = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(Ok(_)) = c.poll(Duration::from_millis(20)) {
+                    consumed.fetch_add(1, Ordering::SeqCst);
+                }
+                if last_commit.elapsed() >= Duration::from_millis(100) {
+                    // Failures while the coordinator moves are expected; the next one retries.
+                    let _ = c.commit_consumer_state(CommitMode::Sync);
+                    last_commit = Instant::now();
+                }
+            }
+        }));
+    }
+    // Watches the group's committed offsets (OffsetFetch) for anything going backwards.
+    let watcher = {
+        let (kafka, stop, backwards, highest) = (kafka.clone(), stop.clone(), backwards.clone(), highest.clone());
+        std::thread::spawn(move || {
+            let c = group_consumer(&kafka, "failover-group", "range");
+            while !stop.load(Ordering::SeqCst) {
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..4 {
+                    tpl.add_partition("failover", p);
+                }
+                if let Ok(now) = c.committed_offsets(tpl, Duration::from_secs(2)) {
+                    let mut high = highest.lock().unwrap_or_else(|p| p.into_inner());
+                    for e in now.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            let h = high.entry(e.partition()).or_insert(o);
+                            if o < *h {
+                                backwards.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+                                    "partition {} went from {} back to {o}",
+                                    e.partition(),
+                                    *h
+                                ));
+                            }
+                            *h = (*h).max(o);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    // Steady consumption first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed.load(Ordering::SeqCst) < 200 || highest.lock().map(|h| h.len()).unwrap_or(0) < 4 {
+        assert!(Instant::now() < deadline, "the group never reached steady consumption");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = wait_views(&ports, Duration::from_secs(10), |v| agreed(v, &[1, 2, 3]).is_some()).await;
+    let leader = agreed(&leader, &[1, 2, 3]).expect("a leader");
+    let before_kill = consumed.load(Ordering::SeqCst);
+    let committed_before = highest.lock().map(|h| h.clone()).unwrap_or_default();
+    controls[(leader - 1) as usize].kill9();
+    let killed = Instant::now();
+
+    // The same consumers keep consuming and committing past what was committed before.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = consumed.load(Ordering::SeqCst);
+        let advanced = highest
+            .lock()
+            .map(|h| committed_before.iter().all(|(p, o)| h.get(p).is_some_and(|n| n > o)))
+            .unwrap_or(false);
+        if now > before_kill + 200 && advanced {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumption or commits did not continue after the kill");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("consumers consumed and committed past the kill after {:?}", killed.elapsed());
+    stop.store(true, Ordering::SeqCst);
+    for m in members {
+        m.join().expect("member thread");
+    }
+    watcher.join().expect("watcher thread");
+    producer.await.expect("producer");
+    let backwards = backwards.lock().map(|b| b.clone()).unwrap_or_default();
+    assert!(backwards.is_empty(), "committed offsets went backwards: {backwards:?}");
 }
