@@ -15,6 +15,9 @@
 
 use kafka_protocol::messages::ApiKey;
 
+mod groups;
+use groups::*;
+
 /// The body is malformed or declares an impossible array length.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -353,168 +356,6 @@ fn create_partitions(c: &mut Cursor, v: i16) -> Result {
     c.tags(flex)
 }
 
-fn join_group(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 6;
-    c.string(flex)?; // group_id
-    c.skip(4)?; // session_timeout_ms
-    if v >= 1 {
-        c.skip(4)?; // rebalance_timeout_ms
-    }
-    c.string(flex)?; // member_id
-    if v >= 5 {
-        c.string(flex)?; // group_instance_id
-    }
-    c.string(flex)?; // protocol_type
-    c.array(flex, |c| {
-        c.string(flex)?;
-        c.bytes(flex)?;
-        c.tags(flex)
-    })?;
-    if v >= 8 {
-        c.string(flex)?; // reason
-    }
-    c.tags(flex)
-}
-
-fn sync_group(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 4;
-    c.string(flex)?; // group_id
-    c.skip(4)?; // generation_id
-    c.string(flex)?; // member_id
-    if v >= 3 {
-        c.string(flex)?; // group_instance_id
-    }
-    if v >= 5 {
-        c.string(flex)?; // protocol_type
-        c.string(flex)?; // protocol_name
-    }
-    c.array(flex, |c| {
-        c.string(flex)?;
-        c.bytes(flex)?;
-        c.tags(flex)
-    })?;
-    c.tags(flex)
-}
-
-fn heartbeat(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 4;
-    c.string(flex)?;
-    c.skip(4)?;
-    c.string(flex)?;
-    if v >= 3 {
-        c.string(flex)?;
-    }
-    c.tags(flex)
-}
-
-fn leave_group(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 4;
-    c.string(flex)?; // group_id
-    if v <= 2 {
-        c.string(flex)?; // member_id
-    } else {
-        c.array(flex, |c| {
-            c.string(flex)?; // member_id
-            c.string(flex)?; // group_instance_id
-            if v >= 5 {
-                c.string(flex)?; // reason
-            }
-            c.tags(flex)
-        })?;
-    }
-    c.tags(flex)
-}
-
-fn offset_commit(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 8;
-    c.string(flex)?; // group_id
-    c.skip(4)?; // generation_id_or_member_epoch
-    c.string(flex)?; // member_id
-    if v >= 7 {
-        c.string(flex)?; // group_instance_id
-    }
-    if v <= 4 {
-        c.skip(8)?; // retention_time_ms
-    }
-    c.array(flex, |c| {
-        c.string(flex)?;
-        c.array(flex, |c| {
-            c.skip(4 + 8)?; // partition_index, committed_offset
-            if v >= 6 {
-                c.skip(4)?; // committed_leader_epoch
-            }
-            c.string(flex)?; // committed_metadata
-            c.tags(flex)
-        })?;
-        c.tags(flex)
-    })?;
-    c.tags(flex)
-}
-
-fn offset_fetch(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 6;
-    if v <= 7 {
-        c.string(flex)?; // group_id
-        c.array(flex, |c| {
-            c.string(flex)?;
-            c.array(flex, |c| c.skip(4))?;
-            c.tags(flex)
-        })?;
-    } else {
-        c.array(flex, |c| {
-            c.string(flex)?; // group_id
-            if v >= 9 {
-                c.string(flex)?; // member_id
-                c.skip(4)?; // member_epoch
-            }
-            c.array(flex, |c| {
-                c.string(flex)?;
-                c.array(flex, |c| c.skip(4))?;
-                c.tags(flex)
-            })?;
-            c.tags(flex)
-        })?;
-    }
-    if v >= 7 {
-        c.skip(1)?; // require_stable
-    }
-    c.tags(flex)
-}
-
-fn list_groups(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 3;
-    if v >= 4 {
-        c.array(flex, |c| c.string(flex))?; // states_filter
-    }
-    if v >= 5 {
-        c.array(flex, |c| c.string(flex))?; // types_filter
-    }
-    c.tags(flex)
-}
-
-fn describe_groups(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 5;
-    c.array(flex, |c| c.string(flex))?;
-    if v >= 3 {
-        c.skip(1)?; // include_authorized_operations
-    }
-    c.tags(flex)
-}
-
-fn delete_groups(c: &mut Cursor, v: i16) -> Result {
-    let flex = v >= 2;
-    c.array(flex, |c| c.string(flex))?;
-    c.tags(flex)
-}
-
-fn offset_delete(c: &mut Cursor, _v: i16) -> Result {
-    c.string(false)?; // group_id
-    c.array(false, |c| {
-        c.string(false)?;
-        c.array(false, |c| c.skip(4))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -522,22 +363,22 @@ mod tests {
     use kafka_protocol::messages::*;
     use kafka_protocol::protocol::{Encodable, Message, StrBytes};
 
-    fn s(x: &'static str) -> StrBytes {
+    pub(super) fn s(x: &'static str) -> StrBytes {
         StrBytes::from_static_str(x)
     }
 
     /// Encodes `req` at every version it has and checks the walk accepts it and consumes it
     /// exactly: the walk and kafka-protocol agree on the schema.
-    fn agrees<T: Encodable + Message>(key: ApiKey, req: &T) {
+    pub(super) fn agrees<T: Encodable + Message>(key: ApiKey, req: &T) {
         agrees_in(key, req, T::VERSIONS.min..=T::VERSIONS.max)
     }
 
     /// Same as `agrees`, from version `min` on (for requests that set newer fields).
-    fn agrees_from<T: Encodable + Message>(key: ApiKey, req: &T, min: i16) {
+    pub(super) fn agrees_from<T: Encodable + Message>(key: ApiKey, req: &T, min: i16) {
         agrees_in(key, req, min..=T::VERSIONS.max)
     }
 
-    fn agrees_in<T: Encodable + Message>(key: ApiKey, req: &T, versions: std::ops::RangeInclusive<i16>) {
+    pub(super) fn agrees_in<T: Encodable + Message>(key: ApiKey, req: &T, versions: std::ops::RangeInclusive<i16>) {
         for v in versions {
             let mut buf = BytesMut::new();
             req.encode(&mut buf, v).unwrap_or_else(|e| panic!("{key:?} v{v} encodes: {e}"));
@@ -663,95 +504,6 @@ mod tests {
                 ])),
         ]);
         agrees(ApiKey::CreatePartitions, &cp);
-    }
-
-    #[test]
-    fn group_walks_agree_with_kafka_protocol_at_every_version() {
-        let join = JoinGroupRequest::default().with_group_id(GroupId(s("g"))).with_protocols(vec![
-            join_group_request::JoinGroupRequestProtocol::default()
-                .with_name(s("range"))
-                .with_metadata(Bytes::from_static(b"md")),
-            join_group_request::JoinGroupRequestProtocol::default().with_name(s("roundrobin")),
-        ]);
-        agrees(ApiKey::JoinGroup, &join);
-        agrees_from(ApiKey::JoinGroup, &join.clone().with_group_instance_id(Some(s("i"))), 5);
-        agrees_from(ApiKey::JoinGroup, &join.with_reason(Some(s("r"))), 8);
-
-        let sync = SyncGroupRequest::default().with_group_id(GroupId(s("g"))).with_assignments(vec![
-            sync_group_request::SyncGroupRequestAssignment::default()
-                .with_member_id(s("m"))
-                .with_assignment(Bytes::from_static(b"a")),
-        ]);
-        agrees(ApiKey::SyncGroup, &sync);
-        agrees_from(
-            ApiKey::SyncGroup,
-            &sync.with_protocol_type(Some(s("consumer"))).with_protocol_name(Some(s("r"))),
-            5,
-        );
-
-        agrees(ApiKey::Heartbeat, &HeartbeatRequest::default().with_member_id(s("m")));
-        agrees_from(ApiKey::Heartbeat, &HeartbeatRequest::default().with_group_instance_id(Some(s("i"))), 3);
-
-        agrees_in(ApiKey::LeaveGroup, &LeaveGroupRequest::default().with_member_id(s("m")), 0..=2);
-        let leave = LeaveGroupRequest::default().with_members(vec![
-            leave_group_request::MemberIdentity::default().with_member_id(s("m")),
-            leave_group_request::MemberIdentity::default().with_group_instance_id(Some(s("i"))),
-        ]);
-        agrees_from(ApiKey::LeaveGroup, &leave, 3);
-
-        let commit = OffsetCommitRequest::default().with_group_id(GroupId(s("g"))).with_topics(vec![
-            offset_commit_request::OffsetCommitRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(
-                vec![
-                    offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_committed_offset(5)
-                        .with_committed_metadata(Some(s("md"))),
-                ],
-            ),
-        ]);
-        agrees(ApiKey::OffsetCommit, &commit);
-        agrees_from(ApiKey::OffsetCommit, &commit.with_group_instance_id(Some(s("i"))), 7);
-
-        let fetch_topics = vec![
-            offset_fetch_request::OffsetFetchRequestTopic::default()
-                .with_name(TopicName(s("t")))
-                .with_partition_indexes(vec![0, 1]),
-        ];
-        agrees_in(ApiKey::OffsetFetch, &OffsetFetchRequest::default().with_topics(Some(fetch_topics)), 1..=7);
-        agrees_in(ApiKey::OffsetFetch, &OffsetFetchRequest::default().with_topics(None), 2..=7);
-        let groups = vec![
-            offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("g"))).with_topics(Some(
-                vec![
-                    offset_fetch_request::OffsetFetchRequestTopics::default()
-                        .with_name(TopicName(s("t")))
-                        .with_partition_indexes(vec![3]),
-                ],
-            )),
-            offset_fetch_request::OffsetFetchRequestGroup::default().with_group_id(GroupId(s("h"))).with_topics(None),
-        ];
-        agrees_from(ApiKey::OffsetFetch, &OffsetFetchRequest::default().with_groups(groups), 8);
-
-        agrees(ApiKey::ListGroups, &ListGroupsRequest::default());
-        agrees_from(ApiKey::ListGroups, &ListGroupsRequest::default().with_states_filter(vec![s("Stable")]), 4);
-        agrees_from(
-            ApiKey::ListGroups,
-            &ListGroupsRequest::default().with_states_filter(vec![s("Empty")]).with_types_filter(vec![s("classic")]),
-            5,
-        );
-        agrees(
-            ApiKey::DescribeGroups,
-            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("a")), GroupId(s("b"))]),
-        );
-        agrees(ApiKey::DeleteGroups, &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("a"))]));
-        agrees(
-            ApiKey::OffsetDelete,
-            &OffsetDeleteRequest::default().with_group_id(GroupId(s("g"))).with_topics(vec![
-                offset_delete_request::OffsetDeleteRequestTopic::default()
-                    .with_name(TopicName(s("t")))
-                    .with_partitions(vec![
-                        offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(2),
-                    ]),
-            ]),
-        );
     }
 
     #[test]

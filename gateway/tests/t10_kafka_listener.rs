@@ -22,12 +22,22 @@ const EXPECTED: &[(i16, i16, i16)] = &[
     (1, 4, 18), // Fetch
     (2, 1, 10), // ListOffsets
     (3, 0, 13), // Metadata
+    (8, 2, 9),  // OffsetCommit
+    (9, 1, 9),  // OffsetFetch
     (10, 0, 6), // FindCoordinator
+    (11, 0, 9), // JoinGroup
+    (12, 0, 4), // Heartbeat
+    (13, 0, 5), // LeaveGroup
+    (14, 0, 5), // SyncGroup
+    (15, 0, 6), // DescribeGroups
+    (16, 0, 5), // ListGroups
     (18, 0, 4), // ApiVersions
     (19, 2, 7), // CreateTopics
     (20, 1, 6), // DeleteTopics
     (32, 1, 4), // DescribeConfigs
     (37, 0, 3), // CreatePartitions
+    (42, 0, 2), // DeleteGroups
+    (47, 0, 0), // OffsetDelete
 ];
 
 async fn start() -> Gateway {
@@ -166,8 +176,8 @@ async fn bad_input_closes_only_that_connection() {
     s.write_all(&[0, 0, 0, 3, 0, 18, 0]).await.expect("write");
     assert_closed(s, "short header").await;
 
-    // An unknown API key, and a Kafka API the gateway does not serve (JoinGroup).
-    for key in [999i16, 11] {
+    // An unknown API key, and a Kafka API the gateway does not serve (UpdateFeatures).
+    for key in [999i16, 57] {
         let mut s = connect(&gw).await;
         s.write_all(&frame(key, 0, 1, |b| b.put_slice(&[0u8; 16]))).await.expect("write");
         assert_closed(s, "unknown API key").await;

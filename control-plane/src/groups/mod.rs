@@ -2,6 +2,7 @@
 //!
 //! - `state.rs`: one group as a typed state machine (Empty, PreparingRebalance,
 //!   CompletingRebalance, Stable, Dead); no I/O.
+//! - `phases.rs`: the same state machine's SyncGroup, Heartbeat, LeaveGroup and timers.
 //! - `coordinator.rs`: the in-memory groups of the current term, session and rebalance timers,
 //!   JoinGroup / SyncGroup / Heartbeat / LeaveGroup.
 //! - `offsets.rs`: OffsetCommit / OffsetFetch / OffsetDelete and the consumer-lag gauge.
@@ -16,7 +17,11 @@
 mod admin;
 mod coordinator;
 mod offsets;
+mod phases;
 pub mod state;
 mod writer;
 
 pub use coordinator::GroupCoordinator;
+
+#[cfg(test)]
+mod state_tests;
