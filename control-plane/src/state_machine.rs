@@ -419,3 +419,75 @@ impl RaftSnapshotBuilder<C> for ControlStateMachine {
 
 /// Topic configs as the state machine keeps them.
 pub type Configs = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::MemberRecord;
+
+    fn apply(sm: &ControlStateMachine, cmds: &[ControlCommand]) -> Vec<ControlResponse> {
+        let txn = sm.db.begin_write().expect("txn");
+        let out = {
+            let mut t = Tables::open(&txn).expect("tables");
+            cmds.iter().map(|c| ControlStateMachine::apply_command(c, &mut t).expect("applies")).collect()
+        };
+        txn.commit().expect("commit");
+        out
+    }
+
+    fn offset(group: &str, topic: &str, partition: u32, offset: i64) -> OffsetRecord {
+        OffsetRecord {
+            group_id: group.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+            leader_epoch: 3,
+            metadata: Some("m".into()),
+            commit_timestamp_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn groups_and_offsets_are_applied_and_carried_by_snapshots() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = ControlStateMachine::open(&dir.path().join("a")).expect("open");
+        let group = GroupRecord {
+            group_id: "g".into(),
+            protocol_type: "consumer".into(),
+            protocol: Some("range".into()),
+            generation: 4,
+            leader: Some("m1".into()),
+            members: vec![MemberRecord { member_id: "m1".into(), assignment: vec![1, 2], ..Default::default() }],
+        };
+        apply(
+            &sm,
+            &[
+                ControlCommand::StoreGroup(group.clone()),
+                ControlCommand::CommitOffsets(vec![offset("g", "t", 0, 10), offset("g", "t", 1, 5)]),
+                ControlCommand::CommitOffsets(vec![offset("g", "t", 0, 12), offset("simple", "t", 0, 1)]),
+                // "g2" is a prefix of no other group's keys: deleting it leaves "g" alone.
+                ControlCommand::CommitOffsets(vec![offset("g2", "t", 0, 7)]),
+                ControlCommand::DeleteGroup { group_id: "g2".into() },
+            ],
+        );
+        assert_eq!(sm.group("g").expect("read"), Some(group.clone()));
+        assert_eq!(sm.offsets("g").expect("read").iter().map(|o| o.offset).collect::<Vec<_>>(), vec![12, 5]);
+        // A group known only by its commits is listed.
+        assert!(sm.group("simple").expect("read").is_some());
+        assert!(sm.group("g2").expect("read").is_none() && sm.offsets("g2").expect("read").is_empty());
+        let rejected = apply(&sm, &[ControlCommand::DeleteGroup { group_id: "nope".into() }]);
+        assert!(
+            matches!(&rejected[0], ControlResponse::Rejected { code, .. } if *code == ErrorCode::GroupIdNotFound.id())
+        );
+
+        let snap = RaftSnapshotBuilder::build_snapshot(&mut sm).await.expect("snapshot");
+        let mut other = ControlStateMachine::open(&dir.path().join("b")).expect("open");
+        apply(&other, &[ControlCommand::CommitOffsets(vec![offset("stale", "t", 0, 1)])]);
+        other.install_snapshot(&snap.meta, snap.snapshot).await.expect("install");
+        assert_eq!(other.group("g").expect("read"), Some(group));
+        assert_eq!(other.offsets("g").expect("read"), sm.offsets("g").expect("read"));
+        assert!(other.offsets("stale").expect("read").is_empty(), "install replaces the tables");
+        apply(&sm, &[ControlCommand::DeleteOffsets { group_id: "g".into(), partitions: vec![("t".into(), 0)] }]);
+        assert_eq!(sm.offsets("g").expect("read").len(), 1);
+    }
+}
