@@ -156,17 +156,19 @@ impl DataInner {
 pub struct DataNodeBuilder {
     config: ChronikConfig,
     listener: Option<TcpListener>,
+    faults: Option<chronik_raft::Faults>,
 }
 
 pub struct DataNode {
     inner: Arc<DataInner>,
     heartbeat: tokio::task::JoinHandle<()>,
+    retention: tokio::task::JoinHandle<()>,
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)>,
 }
 
 impl DataNode {
     pub fn builder(config: ChronikConfig) -> DataNodeBuilder {
-        DataNodeBuilder { config, listener: None }
+        DataNodeBuilder { config, listener: None, faults: None }
     }
 
     pub fn inner(&self) -> &Arc<DataInner> {
@@ -182,6 +184,7 @@ impl DataNode {
 
     pub async fn shutdown(mut self) {
         self.heartbeat.abort();
+        self.retention.abort();
         if let Some((tx, handle)) = self.server.take() {
             let _ = tx.send(());
             let _ = handle.await;
@@ -195,6 +198,12 @@ impl DataNode {
 impl DataNodeBuilder {
     pub fn listener(mut self, l: TcpListener) -> Self {
         self.listener = Some(l);
+        self
+    }
+
+    /// Sends this node's Raft traffic through a test cluster's fault layer.
+    pub fn faults(mut self, f: chronik_raft::Faults) -> Self {
+        self.faults = Some(f);
         self
     }
 
@@ -232,7 +241,10 @@ impl DataNodeBuilder {
             raft_config: Arc::new(raft_config),
             partitions: RwLock::default(),
             groups: host.groups.clone(),
-            pool: PeerPool::new(cfg.cluster.network.max_message_size as usize),
+            pool: match self.faults {
+                Some(f) => PeerPool::new(cfg.cluster.network.max_message_size as usize).with_faults(cfg.node.id, f),
+                None => PeerPool::new(cfg.cluster.network.max_message_size as usize),
+            },
             reconcile_lock: Mutex::new(()),
             registered: tokio::sync::watch::channel(false).0,
             unassigned: Default::default(),
@@ -245,7 +257,8 @@ impl DataNodeBuilder {
                 .max_encoding_message_size(max),
         );
         let heartbeat = tokio::spawn(heartbeat_loop(inner.clone()));
-        Ok(DataNode { inner, heartbeat, server: None })
+        let retention = tokio::spawn(retention_loop(inner.clone()));
+        Ok(DataNode { inner, heartbeat, retention, server: None })
     }
 }
 
@@ -319,4 +332,23 @@ fn check_partition_logs(wal_root: &std::path::Path) -> Result<(), DataError> {
         }
     }
     Ok(())
+}
+
+/// Applies retention to every replica on this node, one at a time, every
+/// `kafka.retention_check_interval_ms`.
+async fn retention_loop(inner: Arc<DataInner>) {
+    let kafka = inner.cfg.kafka.clone();
+    if kafka.retention_ms < 0 && kafka.retention_bytes < 0 {
+        return;
+    }
+    let every = Duration::from_millis(kafka.retention_check_interval_ms.max(10));
+    loop {
+        tokio::time::sleep(every).await;
+        for p in inner.partitions() {
+            let now = chronik_shared::http::now_ms() as i64;
+            if let Err(e) = p.enforce_retention(kafka.retention_ms, kafka.retention_bytes, now).await {
+                tracing::warn!(target: "chronik_server", partition = %p.name, "retention check failed: {e}");
+            }
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! One partition replica: its openraft group over the WAL, its offset index, and the produce,
 //! fetch and list-offsets operations on it.
 
+mod retention;
 pub mod state_machine;
 
 use std::collections::HashMap;
@@ -13,7 +14,9 @@ use chronik_raft::errors::write_error;
 use chronik_raft::{GrpcNetworkFactory, PeerPool, PurgeMode, RaftObserver, WalLogStore};
 use chronik_shared::error::{ChronikError, ErrorCode, LeaderHint};
 use openraft::EntryPayload;
+use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
+use openraft::type_config::TypeConfigExt;
 
 use crate::batch;
 use crate::types::{DataCommand, DataResponse, PartitionTypeConfig};
@@ -42,6 +45,8 @@ pub struct Partition {
     pub store: WalLogStore<PartitionTypeConfig>,
     pub sm: PartitionStateMachine,
     observer: tokio::task::JoinHandle<()>,
+    /// A leader that has not heard from a quorum for this long no longer acts as one.
+    quorum_window: Duration,
 }
 
 pub fn group_name(topic: &str, partition: u32) -> String {
@@ -61,7 +66,8 @@ impl Partition {
         let store = WalLogStore::<PartitionTypeConfig>::open(&spec.dir, spec.partition, spec.wal, PurgeMode::Keep)
             .map_err(|e| storage_error(e, &format!("opening the log of {name}")))?
             .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[&name]));
-        let sm = PartitionStateMachine::new(spec.dir.join("snapshots"));
+        let sm = PartitionStateMachine::open(spec.dir.join("snapshots"), store.wal().first_id())
+            .map_err(|e| storage_error(e, &format!("loading the offset index of {name}")))?;
         let network = GrpcNetworkFactory::<PartitionTypeConfig>::new(
             name.clone(),
             spec.pool,
@@ -70,26 +76,51 @@ impl Partition {
         );
         // The raft config has SnapshotPolicy::Never: the log is the partition's data and only
         // retention removes it, never openraft's purge.
+        let quorum_window = Duration::from_millis(spec.raft.election_timeout_max.max(1) * 2);
         let raft = openraft::Raft::new(node_id, spec.raft, network, store.clone(), sm.clone())
             .await
             .map_err(|e| ChronikError::new(ErrorCode::Unavailable, format!("starting Raft group {name}: {e}")))?;
         let observer = RaftObserver::spawn(name.clone(), &raft);
-        Ok(Partition { topic: spec.topic, partition: spec.partition, name, node_id, raft, store, sm, observer })
+        Ok(Partition {
+            topic: spec.topic,
+            partition: spec.partition,
+            name,
+            node_id,
+            raft,
+            store,
+            sm,
+            observer,
+            quorum_window,
+        })
     }
 
     pub fn is_fresh(&self) -> bool {
         !self.store.has_raft_state()
     }
 
+    /// Leads and has heard from a quorum recently. Raft keeps a cut-off leader in office until
+    /// it sees a higher term; such a leader can commit nothing, so it must not attract
+    /// producers (gateways route by what data nodes report here).
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow_watched().current_leader == Some(self.node_id)
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.current_leader == Some(self.node_id) && self.has_quorum(&m)
+    }
+
+    fn has_quorum(&self, m: &openraft::RaftMetrics<PartitionTypeConfig>) -> bool {
+        if m.membership_config.membership().voter_ids().count() <= 1 {
+            return true;
+        }
+        match &m.last_quorum_acked {
+            Some(at) => PartitionTypeConfig::now().saturating_duration_since(**at) < self.quorum_window,
+            None => false,
+        }
     }
 
     /// Leads and has applied an entry of its own term, so its index holds everything
     /// committed (a new leader learns the commit point only by committing in its term).
     pub fn ensure_serving(&self) -> Result<(), ChronikError> {
         let m = self.raft.metrics().borrow_watched().clone();
-        if m.current_leader != Some(self.node_id) {
+        if m.current_leader != Some(self.node_id) || !self.has_quorum(&m) {
             return Err(self.not_leader());
         }
         if m.last_applied.as_ref().map(|l| l.leader_id.term) != Some(m.current_term) {
@@ -111,24 +142,42 @@ impl Partition {
 
     fn not_leader(&self) -> ChronikError {
         let m = self.raft.metrics().borrow_watched().clone();
-        let hint = m.current_leader.and_then(|id| {
+        // A cut-off leader still believes it leads; pointing clients back at it would loop.
+        let hint = m.current_leader.filter(|id| *id != self.node_id).and_then(|id| {
             m.membership_config.membership().get_node(&id).map(|n| LeaderHint { node_id: id, addr: n.addr.clone() })
         });
         ChronikError::not_leader(hint, &format!("partition {}", self.name))
     }
 
     /// Validates and appends one batch; returns once it is committed and applied.
+    ///
+    /// If this leader loses its quorum while the write waits, the write fails as "not leader"
+    /// instead of waiting for a term that may never come back: the client retries at the new
+    /// leader. (The entry may still commit if the quorum returns, so a retry can duplicate it;
+    /// the idempotent producer is what removes such duplicates.)
     pub async fn produce(&self, batch_bytes: Bytes) -> Result<DataResponse, ChronikError> {
         batch::validate(&batch_bytes)?;
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        let resp = self
-            .raft
-            .client_write(DataCommand::Append { batch: batch_bytes })
-            .await
-            .map_err(|e| write_error(e, &format!("partition {}", self.name)))?;
-        Ok(resp.data)
+        let write = self.raft.client_write(DataCommand::Append { batch: batch_bytes });
+        tokio::pin!(write);
+        let check = self.quorum_window / 4;
+        loop {
+            tokio::select! {
+                r = &mut write => {
+                    return r.map(|resp| resp.data).map_err(|e| write_error(e, &format!("partition {}", self.name)));
+                }
+                _ = tokio::time::sleep(check) => {
+                    if !self.is_leader() {
+                        return Err(ChronikError::new(
+                            ErrorCode::NotLeader,
+                            format!("partition {} lost its leader's quorum while the write waited; its outcome is unknown, retry", self.name),
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Batches from `offset` on, up to about `max_bytes` (at least one batch when any), with

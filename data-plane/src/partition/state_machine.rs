@@ -43,7 +43,17 @@ impl PartitionIndex {
     pub fn find(&self, offset: i64) -> usize {
         self.batches.partition_point(|b| b.last_offset < offset)
     }
+
+    /// Forgets batches whose log entries are below `first_index` (deleted by retention) and
+    /// moves the log start offset to the first batch still present.
+    pub fn trim_below(&mut self, first_index: u64) {
+        let keep = self.batches.partition_point(|b| b.log_index < first_index);
+        self.batches.drain(..keep);
+        self.log_start_offset = self.batches.first().map(|b| b.base_offset).unwrap_or(self.next_offset);
+    }
 }
+
+const CURRENT: &str = "current.json";
 
 #[derive(Clone)]
 pub struct PartitionStateMachine {
@@ -59,6 +69,25 @@ impl PartitionStateMachine {
     pub fn new(snapshot_dir: PathBuf) -> Self {
         let (hw, _) = watch::channel(0);
         Self { index: Arc::default(), hw, snapshot_dir, current: Arc::default() }
+    }
+
+    /// Opens the state machine from its latest snapshot, if any: the index as of that point,
+    /// trimmed to the entries the log still has (`first_index`). openraft replays the rest.
+    pub fn open(snapshot_dir: PathBuf, first_index: Option<u64>) -> io::Result<Self> {
+        let sm = Self::new(snapshot_dir);
+        let Ok(bytes) = std::fs::read(sm.snapshot_dir.join(CURRENT)) else { return Ok(sm) };
+        let (meta, files): (SnapshotMetaOf<C>, SnapshotFiles) = serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", sm.snapshot_dir.join(CURRENT).display()))
+        })?;
+        let mut index: PartitionIndex = serde_json::from_slice(&files.read_single("partition index")?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("partition snapshot index: {e}")))?;
+        if let Some(first) = first_index {
+            index.trim_below(first);
+        }
+        sm.hw.send_replace(index.next_offset);
+        *sm.index.lock().unwrap_or_else(|p| p.into_inner()) = index;
+        *sm.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(openraft::Snapshot { meta, snapshot: files });
+        Ok(sm)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, PartitionIndex> {
@@ -160,6 +189,7 @@ impl RaftSnapshotBuilder<C> for PartitionStateMachine {
         let name = format!("index_{index:08}.json");
         let snapshot =
             openraft::Snapshot { meta, snapshot: SnapshotFiles::write_single(&self.snapshot_dir, &name, &bytes)? };
+        chronik_raft::log_store::write_json_atomic(&self.snapshot_dir, CURRENT, &(&snapshot.meta, &snapshot.snapshot))?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
         Ok(snapshot)
     }

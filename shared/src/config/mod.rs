@@ -311,6 +311,8 @@ pub struct KafkaConfig {
     pub retention_ms: i64,
     /// Default `retention.bytes` per partition; -1 means no size limit.
     pub retention_bytes: i64,
+    /// How often each partition replica checks retention (whole segments are deleted).
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -322,6 +324,7 @@ impl Default for KafkaConfig {
             max_request_size: 100 * 1024 * 1024,
             retention_ms: 604_800_000,
             retention_bytes: -1,
+            retention_check_interval_ms: 30_000,
         }
     }
 }
