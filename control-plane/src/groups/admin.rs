@@ -114,9 +114,7 @@ impl GroupCoordinator {
                         // A member may have joined while the delete was in flight; it keeps
                         // its (now fresh) group.
                         if inner.groups.get(&id).is_some_and(|g| g.members.is_empty()) {
-                            if let Some(mut g) = inner.groups.remove(&id) {
-                                g.state = GroupState::Dead;
-                            }
+                            inner.groups.remove(&id);
                         }
                         drop(inner);
                         self.forget_lag(&id);

@@ -129,7 +129,7 @@ impl GroupCoordinator {
                     self.persist_if_dirty(g);
                 }
             }
-            if ticks % LAG_EVERY == 0 {
+            if ticks.is_multiple_of(LAG_EVERY) {
                 self.refresh_lag();
             }
         }

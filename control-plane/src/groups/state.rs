@@ -92,10 +92,7 @@ pub struct Group {
     pub dirty: bool,
 }
 
-pub(super) fn err<T: Default>(code: ErrorCode) -> T
-where
-    T: WithError,
-{
+pub(super) fn err<T: Default + WithError>(code: ErrorCode) -> T {
     T::default().with_error(code)
 }
 
@@ -329,10 +326,10 @@ impl Group {
 
     fn wait_join(&mut self, member_id: &str) -> Reply<JoinGroupResponse> {
         let (tx, rx) = oneshot::channel();
-        if let Some(m) = self.members.get_mut(member_id) {
-            if let Some(old) = m.join_waiter.replace(tx) {
-                let _ = old.send(err(ErrorCode::RebalanceInProgress));
-            }
+        if let Some(m) = self.members.get_mut(member_id)
+            && let Some(old) = m.join_waiter.replace(tx)
+        {
+            let _ = old.send(err(ErrorCode::RebalanceInProgress));
         }
         Reply::Wait(rx)
     }
@@ -434,10 +431,10 @@ impl Group {
             .collect();
         let mut votes: Vec<(usize, &String)> = common.iter().map(|n| (0, *n)).collect();
         for m in self.members.values() {
-            if let Some((vote, _)) = m.rec.protocols.iter().find(|(p, _)| common.contains(&p)) {
-                if let Some(v) = votes.iter_mut().find(|(_, n)| *n == vote) {
-                    v.0 += 1;
-                }
+            if let Some((vote, _)) = m.rec.protocols.iter().find(|(p, _)| common.contains(&p))
+                && let Some(v) = votes.iter_mut().find(|(_, n)| *n == vote)
+            {
+                v.0 += 1;
             }
         }
         // Most votes; ties go to the first member's earlier preference.
@@ -447,10 +444,10 @@ impl Group {
 
     pub(super) fn remove(&mut self, member_id: &str) -> Option<Member> {
         let mut m = self.members.remove(member_id)?;
-        if let Some(i) = &m.rec.group_instance_id {
-            if self.statics.get(i).is_some_and(|id| id == member_id) {
-                self.statics.remove(i);
-            }
+        if let Some(i) = &m.rec.group_instance_id
+            && self.statics.get(i).is_some_and(|id| id == member_id)
+        {
+            self.statics.remove(i);
         }
         if let Some(w) = m.join_waiter.take() {
             let _ = w.send(err(ErrorCode::UnknownMemberId));
