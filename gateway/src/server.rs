@@ -57,6 +57,23 @@ pub(crate) async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: wa
     connections.shutdown().await;
 }
 
+/// Who sent the request being handled (its header's client id and the peer address), for
+/// handlers that record it, such as JoinGroup for DescribeGroups.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Client {
+    pub id: String,
+    pub host: String,
+}
+
+tokio::task_local! {
+    pub(crate) static CLIENT: Client;
+}
+
+/// The client of the request this task handles (empty outside a request).
+pub(crate) fn client() -> Client {
+    CLIENT.try_with(Client::clone).unwrap_or_default()
+}
+
 /// A response on its way to the writer, holding its in-flight permit until written.
 struct Pending {
     response: Response,
@@ -120,12 +137,15 @@ async fn read_loop(
             Err(e) => return frame_error(peer, e),
         };
         let response = match parse(body) {
-            Parsed::Request { key, version, correlation_id, request } => {
+            Parsed::Request { key, version, correlation_id, client_id, request } => {
                 let no_response = matches!(&*request, RequestKind::Produce(p) if p.acks == 0);
                 let ctx = ctx.clone();
+                // Kafka's form of the client host, as DescribeGroups reports it.
+                let client = Client { id: client_id, host: format!("/{}", peer.ip()) };
                 let task = async move {
                     let _body = body_permit;
-                    let response = router::dispatch(&ctx, key, version, *request)
+                    let response = CLIENT
+                        .scope(client, router::dispatch(&ctx, key, version, *request))
                         .await
                         .ok_or_else(|| format!("no handler for {key:?}"))?;
                     encode(key, version, correlation_id, &response)
@@ -204,6 +224,7 @@ enum Parsed {
         key: ApiKey,
         version: i16,
         correlation_id: i32,
+        client_id: String,
         request: Box<RequestKind>,
     },
     /// Answered without a handler (ApiVersions of an unknown version).
@@ -240,14 +261,18 @@ fn parse(body: Bytes) -> Parsed {
         ));
     }
     let mut rest = body;
-    if let Err(e) = RequestHeader::decode(&mut rest, key.request_header_version(version)) {
-        return Parsed::Reject(format!(
-            "undecodable {key:?} v{version} request header: {}",
-            format!("{e:#}").trim_end()
-        ));
-    }
+    let header = match RequestHeader::decode(&mut rest, key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => {
+            return Parsed::Reject(format!(
+                "undecodable {key:?} v{version} request header: {}",
+                format!("{e:#}").trim_end()
+            ));
+        }
+    };
+    let client_id = header.client_id.map(|c| c.to_string()).unwrap_or_default();
     match router::decode(key, version, rest) {
-        Ok(request) => Parsed::Request { key, version, correlation_id, request: Box::new(request) },
+        Ok(request) => Parsed::Request { key, version, correlation_id, client_id, request: Box::new(request) },
         Err(e) => Parsed::Reject(format!("undecodable {key:?} v{version} request: {e}")),
     }
 }

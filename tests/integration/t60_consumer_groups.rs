@@ -95,6 +95,23 @@ fn three_then_two(bootstrap: &str, topic: &str, group: &str, strategy: &str) {
         x.subscribe(&[topic]).expect("subscribe");
     }
     wait_balanced(&[&a, &b, &c], 6, Duration::from_secs(60), strategy);
+    // DescribeGroups (through librdkafka's group list) sees the three members, their client
+    // ids and hosts, the chosen assignor and a stable group.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for x in [&a, &b, &c] {
+            let _ = x.poll(Duration::from_millis(20));
+        }
+        let list = a.fetch_group_list(Some(group), Duration::from_secs(5)).expect("group list");
+        let g = list.groups().iter().find(|g| g.name() == group).expect("the group is listed");
+        if g.state() == "Stable" {
+            assert_eq!((g.protocol_type(), g.protocol(), g.members().len()), ("consumer", strategy, 3));
+            assert!(g.members().iter().all(|m| m.client_id() == "rdkafka" && m.client_host() == "/127.0.0.1"));
+            assert!(g.members().iter().all(|m| m.assignment().is_some_and(|a| !a.is_empty())));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{strategy}: the group is {} rather than Stable", g.state());
+    }
     let left = Instant::now();
     drop(c); // closes: LeaveGroup
     wait_balanced(&[&a, &b], 6, Duration::from_secs(6), strategy);

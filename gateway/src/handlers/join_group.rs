@@ -12,6 +12,7 @@ use crate::context::Ctx;
 use crate::router::Outcome;
 
 pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: JoinGroupRequest) -> JoinGroupResponse {
+    let client = crate::server::client();
     let call = Join {
         group_id: req.group_id.0.to_string(),
         session_timeout_ms: req.session_timeout_ms,
@@ -26,8 +27,8 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: JoinGroupRequest) 
             .map(|p| GroupProtocol { name: p.name.to_string(), metadata: p.metadata })
             .collect(),
         require_known_member_id: version >= 4,
-        client_id: String::new(),
-        client_host: String::new(),
+        client_id: client.id,
+        client_host: client.host,
     };
     let result = ctx
         .control
