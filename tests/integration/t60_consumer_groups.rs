@@ -497,3 +497,85 @@ async fn killing_the_control_leader_keeps_consumers_going_and_commits_monotonic(
     let backwards = backwards.lock().map(|b| b.clone()).unwrap_or_default();
     assert!(backwards.is_empty(), "committed offsets went backwards: {backwards:?}");
 }
+
+/// Offset commits of many groups arriving at once are coalesced: far fewer `__meta` entries
+/// than commits, and every commit readable afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_share_raft_entries() {
+    use chronik_control_plane::ControlNode;
+    use chronik_data_plane::DataNode;
+    use chronik_proto::client::ControlClient;
+    use chronik_proto::control::{
+        CommitOffset, CreateTopicRequest, OffsetCommitRequest, OffsetFetchRequest, TopicPartitions,
+    };
+    use cluster::*;
+    use openraft::async_runtime::WatchReceiver;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cport = free_port();
+    let control = ControlNode::builder(control_config(dir.path(), 1, cport, vec![])).start().await.expect("control");
+    control.wait_for_leader(Duration::from_secs(10)).await.expect("a leader");
+    let mut dcfg = control_config(dir.path(), 10, free_port(), vec![seed(1, cport)]);
+    dcfg.cluster.heartbeat.interval_ms = 200;
+    let data = DataNode::builder(dcfg).start().await.expect("data node");
+    assert!(data.wait_registered(Duration::from_secs(20)).await, "the data node never registered");
+    let ctl = ControlClient::new(vec![format!("127.0.0.1:{cport}")], Duration::from_secs(5));
+    let topic =
+        CreateTopicRequest { name: "commits".into(), partitions: 1, replication_factor: 1, ..Default::default() };
+    ctl.call(|mut c| {
+        let t = topic.clone();
+        async move { c.create_topic(t).await }
+    })
+    .await
+    .expect("topic created");
+
+    let last_index = || control.raft().metrics().borrow_watched().last_log_index.unwrap_or(0);
+    let before = last_index();
+    const N: i64 = 64;
+    let commits = (0..N).map(|i| {
+        let ctl = ctl.clone();
+        async move {
+            let req = OffsetCommitRequest {
+                group_id: format!("g{i}"),
+                generation_id: -1,
+                offsets: vec![CommitOffset {
+                    topic: "commits".into(),
+                    partition: 0,
+                    offset: i,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+                ..Default::default()
+            };
+            ctl.call(|mut c| {
+                let r = req.clone();
+                async move { c.offset_commit(r).await }
+            })
+            .await
+        }
+    });
+    for r in futures::future::join_all(commits).await {
+        let r = r.expect("OffsetCommit answered");
+        assert!(r.results.iter().all(|p| p.error == 0), "{r:?}");
+    }
+    let entries = last_index() - before;
+    assert!(entries < (N as u64) / 4, "{N} concurrent commits took {entries} Raft entries");
+    eprintln!("{N} concurrent commits took {entries} Raft entries");
+    for i in 0..N {
+        let req = OffsetFetchRequest {
+            group_id: format!("g{i}"),
+            all: false,
+            topics: vec![TopicPartitions { topic: "commits".into(), partitions: vec![0] }],
+        };
+        let got = ctl
+            .call(|mut c| {
+                let r = req.clone();
+                async move { c.offset_fetch(r).await }
+            })
+            .await
+            .expect("OffsetFetch answered");
+        assert_eq!(got.offsets.first().map(|o| o.offset), Some(i));
+    }
+    data.shutdown().await;
+    control.shutdown().await;
+}
