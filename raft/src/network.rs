@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chronik_proto::raft::raft_service_client::RaftServiceClient;
 use chronik_proto::raft::{RaftMessage, SnapshotChunk};
-use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::alias::{LogIdOf, SnapshotOf, VoteOf};
+use openraft::entry::RaftEntry;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -46,6 +47,10 @@ impl PeerPool {
     pub fn with_faults(mut self, me: u64, faults: Faults) -> Self {
         self.faults = Some((me, faults));
         self
+    }
+
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
     }
 
     fn blocked(&self, to: u64) -> bool {
@@ -180,21 +185,55 @@ where
         for e in &entries {
             let mut buf = Vec::new();
             C::encode_entry(e, &mut buf).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            encoded.push(Bytes::from(buf));
+            encoded.push((e.log_id(), Bytes::from(buf)));
         }
-        let n = encoded.len();
-        let req = self.request(to_json(&rpc)?, encoded, &option);
-        let resp = self.client()?.append_entries(req).await.map_err(|s| {
-            warn!(target: "chronik_raft", group = %self.group, "AppendEntries failed: node={}, error={}", self.target, s.message());
-            status_err(s)
-        })?;
-        let resp: AppendEntriesResponse<C> = from_json(&resp.into_inner().header)?;
-        if n > 0 {
-            tracing::debug!(target: "chronik_raft", group = %self.group, "AppendEntries successful: node={}, entries={}", self.target, n);
-        } else {
-            tracing::trace!(target: "chronik_raft", group = %self.group, "Heartbeat sent to follower {}", self.target);
+        // openraft bounds a message by entry count, not bytes: a run of large record batches
+        // would exceed the gRPC message limit. Send it as consecutive appends that each fit;
+        // each one continues from the last entry of the one before.
+        let budget = self.pool.max_message_size().saturating_sub(64 * 1024).max(64 * 1024);
+        let mut groups: Vec<Vec<(LogIdOf<C>, Bytes)>> = Vec::new();
+        let mut size = 0usize;
+        for item in encoded {
+            if groups.is_empty() || (size + item.1.len() > budget && !groups.last().is_some_and(Vec::is_empty)) {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += item.1.len();
+            if let Some(g) = groups.last_mut() {
+                g.push(item);
+            }
         }
-        Ok(resp)
+        if groups.is_empty() {
+            groups.push(Vec::new());
+        }
+        let n_groups = groups.len();
+        let mut accepted_to = rpc.prev_log_id.clone();
+        for (i, group) in groups.into_iter().enumerate() {
+            let last = group.last().map(|(id, _)| id.clone());
+            let n = group.len();
+            rpc.prev_log_id = accepted_to.clone();
+            let req = self.request(to_json(&rpc)?, group.into_iter().map(|(_, b)| b).collect(), &option);
+            let resp = self.client()?.append_entries(req).await.map_err(|s| {
+                warn!(target: "chronik_raft", group = %self.group, "AppendEntries failed: node={}, error={}", self.target, s.message());
+                status_err(s)
+            })?;
+            let resp: AppendEntriesResponse<C> = from_json(&resp.into_inner().header)?;
+            if n > 0 {
+                tracing::debug!(target: "chronik_raft", group = %self.group, "AppendEntries successful: node={}, entries={}", self.target, n);
+            } else {
+                tracing::trace!(target: "chronik_raft", group = %self.group, "Heartbeat sent to follower {}", self.target);
+            }
+            match resp {
+                AppendEntriesResponse::Success if i + 1 < n_groups => accepted_to = last.or(accepted_to),
+                AppendEntriesResponse::Success => return Ok(AppendEntriesResponse::Success),
+                // A later part conflicting or stopping short: report what was accepted so far.
+                AppendEntriesResponse::Conflict if i > 0 => {
+                    return Ok(AppendEntriesResponse::PartialSuccess(accepted_to));
+                }
+                other => return Ok(other),
+            }
+        }
+        Ok(AppendEntriesResponse::Success)
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {

@@ -47,6 +47,8 @@ pub struct Partition {
     observer: tokio::task::JoinHandle<()>,
     /// A leader that has not heard from a quorum for this long no longer acts as one.
     quorum_window: Duration,
+    /// The largest batch one Raft message can carry to followers.
+    max_batch_bytes: usize,
 }
 
 pub fn group_name(topic: &str, partition: u32) -> String {
@@ -68,6 +70,7 @@ impl Partition {
             .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[&name]));
         let sm = PartitionStateMachine::open(spec.dir.join("snapshots"), store.wal().first_id())
             .map_err(|e| storage_error(e, &format!("loading the offset index of {name}")))?;
+        let max_batch_bytes = spec.pool.max_message_size().saturating_sub(64 * 1024);
         let network = GrpcNetworkFactory::<PartitionTypeConfig>::new(
             name.clone(),
             spec.pool,
@@ -91,6 +94,7 @@ impl Partition {
             sm,
             observer,
             quorum_window,
+            max_batch_bytes,
         })
     }
 
@@ -157,6 +161,16 @@ impl Partition {
     /// the idempotent producer is what removes such duplicates.)
     pub async fn produce(&self, batch_bytes: Bytes) -> Result<DataResponse, ChronikError> {
         batch::validate(&batch_bytes)?;
+        if batch_bytes.len() > self.max_batch_bytes {
+            return Err(ChronikError::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "record batch of {} bytes exceeds the {} bytes a replica can receive (cluster.network.max_message_size); lower the producer's batch.size",
+                    batch_bytes.len(),
+                    self.max_batch_bytes
+                ),
+            ));
+        }
         if !self.is_leader() {
             return Err(self.not_leader());
         }
