@@ -2,7 +2,7 @@
 //! Values are JSON of the records in `types.rs`.
 //!
 //! - [`META`]: `applied` → the last applied log id; `membership` → the last applied `__meta`
-//!   membership. Together they let a node rebuild its Raft group from its state machine.
+//!   membership; `next_producer_id` → the producer-id allocator. Together they let a node rebuild its Raft group from its state machine.
 //! - [`NODES`]: node id → registered data node or gateway ([`crate::types::NodeRecord`]).
 //! - [`TOPICS`]: topic name → topic with its partition assignments ([`crate::types::TopicRecord`]).
 //! - [`GROUPS`]: group id → consumer group metadata: protocol, generation, leader, members and
@@ -20,3 +20,5 @@ pub const OFFSETS: TableDefinition<&str, &[u8]> = TableDefinition::new("offsets"
 
 pub const META_APPLIED: &str = "applied";
 pub const META_MEMBERSHIP: &str = "membership";
+/// The next producer id to hand out (JSON i64).
+pub const META_NEXT_PRODUCER_ID: &str = "next_producer_id";

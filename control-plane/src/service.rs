@@ -322,6 +322,19 @@ impl ControlService for ControlServiceImpl {
         }))
     }
 
+    async fn init_producer_id(
+        &self,
+        _request: Request<chronik_proto::control::InitProducerIdRequest>,
+    ) -> Result<Response<chronik_proto::control::InitProducerIdResponse>, Status> {
+        self.ensure_leader()?;
+        match self.write(ControlCommand::AllocateProducerId).await? {
+            ControlResponse::ProducerId(id) => {
+                Ok(Response::new(chronik_proto::control::InitProducerIdResponse { producer_id: id, producer_epoch: 0 }))
+            }
+            other => Err(Status::internal(format!("unexpected response {other}"))),
+        }
+    }
+
     async fn get_members(&self, _request: Request<GetMembersRequest>) -> Result<Response<MembersResponse>, Status> {
         Ok(Response::new(self.members()))
     }

@@ -15,7 +15,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use crate::schema::{GROUPS, META, META_APPLIED, META_MEMBERSHIP, NODES, OFFSETS, TOPICS};
+use crate::schema::{GROUPS, META, META_APPLIED, META_MEMBERSHIP, META_NEXT_PRODUCER_ID, NODES, OFFSETS, TOPICS};
 use crate::types::{
     ControlCommand, ControlResponse, GroupRecord, MetaTypeConfig, NodeRecord, OffsetRecord, TopicRecord, offset_key,
     offset_key_prefix,
@@ -47,6 +47,8 @@ struct Dump {
     groups: Vec<GroupRecord>,
     #[serde(default)]
     offsets: Vec<OffsetRecord>,
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 /// The tables a command may change, opened once per applied batch.
@@ -196,7 +198,15 @@ impl ControlStateMachine {
             topics: Self::rows_in(&txn, TOPICS)?,
             groups: Self::rows_in(&txn, GROUPS)?,
             offsets: Self::rows_in(&txn, OFFSETS)?,
+            next_producer_id: Self::next_producer_id_in(&txn.open_table(META).map_err(db_err)?)?,
         })
+    }
+
+    fn next_producer_id_in(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> io::Result<i64> {
+        match meta.get(META_NEXT_PRODUCER_ID).map_err(db_err)? {
+            Some(v) => decode(v.value()),
+            None => Ok(0),
+        }
     }
 
     /// Builds and persists a snapshot at the current applied point (used by the rebuild, so a
@@ -213,6 +223,8 @@ impl ControlStateMachine {
                 nodes.insert(n.node_id, encode(n)?.as_slice()).map_err(db_err)?;
                 ControlResponse::Ok
             }
+            // Applied with the `meta` table, in `apply`.
+            ControlCommand::AllocateProducerId => ControlResponse::Ok,
             ControlCommand::CreateTopic(t) => {
                 if topics.get(t.name.as_str()).map_err(db_err)?.is_some() {
                     rejected(ErrorCode::TopicAlreadyExists, format!("topic {} already exists", t.name))
@@ -312,6 +324,11 @@ impl RaftStateMachine<C> for ControlStateMachine {
             for (entry, responder) in batch {
                 let resp = match &entry.payload {
                     EntryPayload::Blank => ControlResponse::Ok,
+                    EntryPayload::Normal(ControlCommand::AllocateProducerId) => {
+                        let id = Self::next_producer_id_in(&meta)?;
+                        meta.insert(META_NEXT_PRODUCER_ID, encode(&(id + 1))?.as_slice()).map_err(db_err)?;
+                        ControlResponse::ProducerId(id)
+                    }
                     EntryPayload::Normal(cmd) => Self::apply_command(cmd, &mut tables)?,
                     EntryPayload::Membership(m) => {
                         let stored = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
@@ -362,6 +379,7 @@ impl RaftStateMachine<C> for ControlStateMachine {
             }
             m.insert(META_APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(db_err)?;
             m.insert(META_MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(db_err)?;
+            m.insert(META_NEXT_PRODUCER_ID, encode(&dump.next_producer_id)?.as_slice()).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         let files = self.persist_snapshot(meta, &bytes)?;

@@ -111,6 +111,8 @@ pub enum ControlCommand {
         name: String,
         new_assignments: Vec<Vec<u64>>,
     },
+    /// Hands out the next producer id (the allocator lives in `meta`).
+    AllocateProducerId,
     /// Creates or replaces a group's metadata.
     StoreGroup(GroupRecord),
     /// Removes a group and all its committed offsets.
@@ -129,6 +131,7 @@ impl fmt::Display for ControlCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ControlCommand::RegisterNode(n) => write!(f, "register node {} ({:?})", n.node_id, n.role),
+            ControlCommand::AllocateProducerId => write!(f, "allocate a producer id"),
             ControlCommand::CreateTopic(t) => write!(f, "create topic {}", t.name),
             ControlCommand::DeleteTopic { name } => write!(f, "delete topic {name}"),
             ControlCommand::CreatePartitions { name, new_assignments } => {
@@ -149,6 +152,7 @@ pub enum ControlResponse {
     #[default]
     Ok,
     Topic(TopicRecord),
+    ProducerId(i64),
     /// A command that was valid to propose but not to apply (e.g. the topic was created by a
     /// concurrent request first): the code and message from the shared error table.
     Rejected {

@@ -74,6 +74,10 @@ pub struct DataResponse {
     /// Offset given to the first record of the batch; -1 for entries that carry no records.
     pub base_offset: i64,
     pub log_start_offset: i64,
+    /// Why the entry was not appended (shared error-code id and message), e.g. an idempotent
+    /// producer's sequence gap.
+    #[serde(default)]
+    pub error: Option<(i32, String)>,
 }
 
 impl fmt::Display for DataResponse {

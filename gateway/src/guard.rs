@@ -35,6 +35,7 @@ pub(crate) fn check(key: ApiKey, body: &[u8], version: i16) -> Result {
         ApiKey::ListOffsets => list_offsets(&mut c, v),
         ApiKey::Metadata => metadata(&mut c, v),
         ApiKey::FindCoordinator => find_coordinator(&mut c, v),
+        ApiKey::InitProducerId => init_producer_id(&mut c, v),
         ApiKey::ApiVersions => api_versions(&mut c, v),
         ApiKey::CreateTopics => create_topics(&mut c, v),
         ApiKey::DeleteTopics => delete_topics(&mut c, v),
@@ -286,6 +287,19 @@ fn find_coordinator(c: &mut Cursor, v: i16) -> Result {
     }
     if v >= 4 {
         c.array(flex, |c| c.string(flex))?;
+    }
+    c.tags(flex)
+}
+
+fn init_producer_id(c: &mut Cursor, v: i16) -> Result {
+    let flex = v >= 2;
+    c.string(flex)?; // transactional_id
+    c.skip(4)?; // transaction_timeout_ms
+    if v >= 3 {
+        c.skip(8 + 2)?; // producer_id, producer_epoch
+    }
+    if v >= 6 {
+        c.skip(2)?; // enable_2pc, keep_prepared_txn
     }
     c.tags(flex)
 }

@@ -61,6 +61,7 @@ routes! {
     ListOffsets => list_offsets(ListOffsetsRequest);
     Metadata => metadata(MetadataRequest);
     FindCoordinator => find_coordinator(FindCoordinatorRequest);
+    InitProducerId => init_producer_id(InitProducerIdRequest);
     ApiVersions => api_versions(ApiVersionsRequest);
     CreateTopics => create_topics(CreateTopicsRequest);
     DeleteTopics => delete_topics(DeleteTopicsRequest);

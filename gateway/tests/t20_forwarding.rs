@@ -146,6 +146,12 @@ impl ControlService for FakeControl {
     ) -> Result<Response<MembersResponse>, Status> {
         Err(Status::unimplemented("not used by the gateway"))
     }
+    async fn init_producer_id(
+        &self,
+        _r: Request<cp::InitProducerIdRequest>,
+    ) -> Result<Response<cp::InitProducerIdResponse>, Status> {
+        Ok(Response::new(cp::InitProducerIdResponse { producer_id: 1, producer_epoch: 0 }))
+    }
 
     async fn join_group(&self, _r: Request<cp::JoinGroupRequest>) -> Result<Response<cp::JoinGroupResponse>, Status> {
         Err(Status::unimplemented("consumer groups are not used by these tests"))

@@ -64,6 +64,9 @@ error_codes! {
     MemberIdRequired = 31, 79, FailedPrecondition, 409;
     FencedInstanceId = 32, 82, FailedPrecondition, 409;
     GroupSubscribedToTopic = 33, 86, FailedPrecondition, 409;
+    OutOfOrderSequence = 34, 45, FailedPrecondition, 409;
+    InvalidProducerEpoch = 35, 47, FailedPrecondition, 409;
+    TransactionsUnsupported = 36, 53, Unimplemented, 501;
 }
 
 /// An error as it crosses a process boundary: a code, a message that says what failed and

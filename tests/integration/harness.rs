@@ -113,3 +113,78 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A one-record v2 batch, optionally from an idempotent producer `(id, epoch, base sequence)`.
+pub fn record_batch(value: &str, producer: Option<(i64, i16, i32)>) -> bytes::BytesMut {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let (producer_id, producer_epoch, sequence) = producer.unwrap_or((-1, -1, -1));
+    let rec = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence,
+        timestamp: 1_700_000_000_000,
+        key: None,
+        value: Some(bytes::Bytes::copy_from_slice(value.as_bytes())),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, [&rec], &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .expect("batch");
+    buf
+}
+
+/// A Kafka connection that sends raw Produce requests (v9, acks=all) to partition 0 of `topic`
+/// and returns (error code, base offset).
+pub struct RawProducer {
+    sock: tokio::net::TcpStream,
+    cid: i32,
+}
+
+impl RawProducer {
+    pub async fn connect(addr: std::net::SocketAddr) -> RawProducer {
+        RawProducer { sock: tokio::net::TcpStream::connect(addr).await.expect("connect"), cid: 0 }
+    }
+
+    pub async fn produce(&mut self, topic: &str, records: bytes::Bytes) -> (i16, i64) {
+        use bytes::BufMut;
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let version = 9;
+        self.cid += 1;
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default().with_index(0).with_records(Some(records)),
+                ]),
+        ]);
+        let mut buf = bytes::BytesMut::new();
+        buf.put_i32(0);
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.cid)
+            .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+            .expect("header");
+        req.encode(&mut buf, version).expect("request");
+        let size = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        self.sock.write_all(&buf).await.expect("write");
+        let size = self.sock.read_i32().await.expect("response size");
+        let mut body = vec![0u8; size as usize];
+        self.sock.read_exact(&mut body).await.expect("response");
+        let mut body = bytes::Bytes::from(body);
+        let h = ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(version)).expect("header");
+        assert_eq!(h.correlation_id, self.cid);
+        let resp = ProduceResponse::decode(&mut body, version).expect("produce response");
+        let p = &resp.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+}

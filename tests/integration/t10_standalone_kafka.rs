@@ -172,87 +172,20 @@ async fn list_offsets_and_long_poll() {
 /// is stored, and the connection and the partition go on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_batch_is_refused_and_nothing_stored() {
-    use bytes::{BufMut, Bytes, BytesMut};
-    use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     let dir = tempfile::tempdir().expect("tempdir");
     let node = chronik_server::Standalone::start(standalone_config(dir.path())).await.expect("standalone starts");
     let bootstrap = node.kafka_addr.to_string();
     let topic = "crc";
     create_topic(&bootstrap, topic, 1).await;
+    let mut raw = RawProducer::connect(node.kafka_addr).await;
 
-    let batch = |value: &str| {
-        let rec = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: 0,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: Default::default(),
-        };
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            [&rec],
-            &RecordEncodeOptions { version: 2, compression: Compression::None },
-        )
-        .expect("batch");
-        buf
-    };
-    let produce = |records: Bytes| {
-        ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
-            produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str(topic)))
-                .with_partition_data(vec![
-                    produce_request::PartitionProduceData::default().with_index(0).with_records(Some(records)),
-                ]),
-        ])
-    };
-    let mut sock = tokio::net::TcpStream::connect(node.kafka_addr).await.expect("connect");
-    let mut call = async |cid: i32, req: ProduceRequest| -> ProduceResponse {
-        let version = 9;
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        RequestHeader::default()
-            .with_request_api_key(ApiKey::Produce as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(cid)
-            .encode(&mut buf, ApiKey::Produce.request_header_version(version))
-            .expect("header");
-        req.encode(&mut buf, version).expect("request");
-        let size = (buf.len() - 4) as i32;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
-        sock.write_all(&buf).await.expect("write");
-        let size = sock.read_i32().await.expect("response size");
-        let mut body = vec![0u8; size as usize];
-        sock.read_exact(&mut body).await.expect("response");
-        let mut body = Bytes::from(body);
-        let h = ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(version)).expect("header");
-        assert_eq!(h.correlation_id, cid);
-        ProduceResponse::decode(&mut body, version).expect("produce response")
-    };
-
-    let mut bad = batch("tampered");
+    let mut bad = record_batch("tampered", None);
     let last = bad.len() - 1;
     bad[last] ^= 0x01; // inside the CRC-covered part: the value's last byte
-    let resp = call(1, produce(bad.freeze())).await;
-    let p = &resp.responses[0].partition_responses[0];
-    assert_eq!(p.error_code, 2, "CORRUPT_MESSAGE");
+    assert_eq!(raw.produce(topic, bad.freeze()).await.0, 2, "CORRUPT_MESSAGE");
 
     // Nothing stored: the same connection's next, valid batch gets offset 0.
-    let resp = call(2, produce(batch("good").freeze())).await;
-    let p = &resp.responses[0].partition_responses[0];
-    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    assert_eq!(raw.produce(topic, record_batch("good", None).freeze()).await, (0, 0));
     let consumer: BaseConsumer = consumer_config(&bootstrap).create().expect("consumer");
     assert_eq!(consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)).expect("watermarks"), (0, 1));
     node.shutdown().await;

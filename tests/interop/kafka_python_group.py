@@ -14,7 +14,7 @@ partitions = 4
 
 admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="interop-group")
 admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
 
 
 def produce(start, count):

@@ -13,11 +13,8 @@ n = 500
 admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="interop")
 admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
 
-# The idempotent producer (kafka-python's default with acks=all) needs InitProducerId, which
-# arrives with M4; until then this round trip uses the plain producer.
-producer = KafkaProducer(
-    bootstrap_servers=bootstrap, acks="all", compression_type="gzip", enable_idempotence=False
-)
+# kafka-python 3 enables the idempotent producer by default (InitProducerId + sequences).
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type="gzip")
 acked = {}
 for i in range(n):
     md = producer.send(topic, key=f"k{i}".encode(), value=f"value-{i}".encode()).get(timeout=30)

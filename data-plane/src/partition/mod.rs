@@ -180,7 +180,13 @@ impl Partition {
         loop {
             tokio::select! {
                 r = &mut write => {
-                    return r.map(|resp| resp.data).map_err(|e| write_error(e, &format!("partition {}", self.name)));
+                    let resp = r.map(|resp| resp.data).map_err(|e| write_error(e, &format!("partition {}", self.name)))?;
+                    return match resp.error {
+                        Some((code, message)) => {
+                            Err(ChronikError::new(ErrorCode::from_id(code).unwrap_or(ErrorCode::Internal), message))
+                        }
+                        None => Ok(resp),
+                    };
                 }
                 _ = tokio::time::sleep(check) => {
                     if !self.is_leader() {

@@ -15,8 +15,9 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
-use crate::batch;
+use crate::batch::{self, BatchInfo};
 use crate::types::{DataCommand, DataResponse, PartitionTypeConfig};
+use chronik_shared::error::ErrorCode;
 
 type C = PartitionTypeConfig;
 
@@ -29,6 +30,24 @@ pub struct IndexedBatch {
     pub bytes: u32,
 }
 
+/// What the partition remembers of one idempotent producer: its epoch and its last batches,
+/// enough to recognise a retry (Kafka keeps five).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ProducerState {
+    pub epoch: i16,
+    /// (base sequence, last sequence, base offset), oldest first.
+    pub recent: std::collections::VecDeque<(i32, i32, i64)>,
+}
+
+const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// The verdict on a batch from an idempotent producer.
+enum Check {
+    Accept,
+    Duplicate(i64),
+    Reject(ErrorCode, String),
+}
+
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct PartitionIndex {
     pub applied: Option<LogIdOf<C>>,
@@ -36,12 +55,66 @@ pub struct PartitionIndex {
     pub log_start_offset: i64,
     pub next_offset: i64,
     pub batches: Vec<IndexedBatch>,
+    /// Idempotent producers by producer id.
+    #[serde(default)]
+    pub producers: std::collections::BTreeMap<i64, ProducerState>,
 }
 
 impl PartitionIndex {
     /// Position in `batches` of the batch holding `offset`, or of the first one after it.
     pub fn find(&self, offset: i64) -> usize {
         self.batches.partition_point(|b| b.last_offset < offset)
+    }
+
+    fn check_producer(&self, info: &BatchInfo) -> Check {
+        let last_seq = last_sequence(info);
+        let Some(state) = self.producers.get(&info.producer_id) else { return Check::Accept };
+        if info.producer_epoch < state.epoch {
+            return Check::Reject(
+                ErrorCode::InvalidProducerEpoch,
+                format!("producer {} epoch {} is older than {}", info.producer_id, info.producer_epoch, state.epoch),
+            );
+        }
+        if info.producer_epoch > state.epoch {
+            return if info.base_sequence == 0 {
+                Check::Accept
+            } else {
+                Check::Reject(
+                    ErrorCode::OutOfOrderSequence,
+                    format!(
+                        "producer {} starts epoch {} at sequence {}, not 0",
+                        info.producer_id, info.producer_epoch, info.base_sequence
+                    ),
+                )
+            };
+        }
+        if let Some((_, _, base)) = state.recent.iter().find(|(b, l, _)| *b == info.base_sequence && *l == last_seq) {
+            return Check::Duplicate(*base);
+        }
+        let expected = state.recent.back().map(|(_, l, _)| if *l == i32::MAX { 0 } else { l + 1 }).unwrap_or(0);
+        if info.base_sequence == expected {
+            Check::Accept
+        } else {
+            Check::Reject(
+                ErrorCode::OutOfOrderSequence,
+                format!(
+                    "producer {} sent sequence {} where {expected} was expected",
+                    info.producer_id, info.base_sequence
+                ),
+            )
+        }
+    }
+
+    fn record_producer(&mut self, info: &BatchInfo, base_offset: i64) {
+        let state = self.producers.entry(info.producer_id).or_default();
+        if info.producer_epoch != state.epoch {
+            state.epoch = info.producer_epoch;
+            state.recent.clear();
+        }
+        state.recent.push_back((info.base_sequence, last_sequence(info), base_offset));
+        while state.recent.len() > PRODUCER_BATCHES_KEPT {
+            state.recent.pop_front();
+        }
     }
 
     /// Forgets batches whose log entries are below `first_index` (deleted by retention) and
@@ -123,7 +196,42 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                                 format!("log entry {} holds no record batch", entry.log_id),
                             )
                         })?;
+                        // Idempotent producers: a retried batch gets its first offset again and is
+                        // not stored twice; gaps and fenced epochs are refused. Every replica
+                        // decides the same, since it only looks at the log.
+                        let verdict = if info.producer_id >= 0 { idx.check_producer(&info) } else { Check::Accept };
+                        match verdict {
+                            Check::Duplicate(base) => {
+                                tracing::info!(target: "chronik_server", "Duplicate batch from producer {} (sequence {}): answered with its original offset {base}", info.producer_id, info.base_sequence);
+                                let resp = DataResponse {
+                                    base_offset: base,
+                                    log_start_offset: idx.log_start_offset,
+                                    error: None,
+                                };
+                                drop(idx);
+                                if let Some(r) = responder {
+                                    r.send(resp);
+                                }
+                                continue;
+                            }
+                            Check::Reject(code, message) => {
+                                let resp = DataResponse {
+                                    base_offset: -1,
+                                    log_start_offset: idx.log_start_offset,
+                                    error: Some((code.id(), message)),
+                                };
+                                drop(idx);
+                                if let Some(r) = responder {
+                                    r.send(resp);
+                                }
+                                continue;
+                            }
+                            Check::Accept => {}
+                        }
                         let base = idx.next_offset;
+                        if info.producer_id >= 0 {
+                            idx.record_producer(&info, base);
+                        }
                         let last = base + info.last_offset_delta as i64;
                         idx.batches.push(IndexedBatch {
                             base_offset: base,
@@ -136,13 +244,15 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                         // Published while the index is still locked, so nothing reads an index
                         // that is ahead of the high watermark it reports.
                         self.hw.send_replace(idx.next_offset);
-                        DataResponse { base_offset: base, log_start_offset: idx.log_start_offset }
+                        DataResponse { base_offset: base, log_start_offset: idx.log_start_offset, error: None }
                     }
                     EntryPayload::Membership(m) => {
                         idx.membership = StoredMembershipOf::<C>::new(Some(entry.log_id), m.clone());
-                        DataResponse { base_offset: -1, log_start_offset: idx.log_start_offset }
+                        DataResponse { base_offset: -1, log_start_offset: idx.log_start_offset, error: None }
                     }
-                    EntryPayload::Blank => DataResponse { base_offset: -1, log_start_offset: idx.log_start_offset },
+                    EntryPayload::Blank => {
+                        DataResponse { base_offset: -1, log_start_offset: idx.log_start_offset, error: None }
+                    }
                 }
             };
             if let Some(r) = responder {
@@ -193,4 +303,9 @@ impl RaftSnapshotBuilder<C> for PartitionStateMachine {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
         Ok(snapshot)
     }
+}
+
+fn last_sequence(info: &BatchInfo) -> i32 {
+    // Sequences wrap from i32::MAX to 0, as Kafka's do.
+    ((info.base_sequence as i64 + info.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
 }
