@@ -32,6 +32,7 @@ pub struct ControlNode {
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)>,
     observer: tokio::task::JoinHandle<()>,
     joiner: Option<tokio::task::JoinHandle<()>>,
+    wal: chronik_shared::wal::Wal,
     /// The group coordinator's writer and timer tasks.
     group_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -70,11 +71,15 @@ impl ControlNode {
     }
 
     pub async fn shutdown(mut self) {
+        // Aborted tasks release what they hold (the redb state among it) only once they are
+        // polled again: wait for that, so a restart in the same process can reopen the files.
         if let Some(j) = self.joiner.take() {
             j.abort();
+            let _ = j.await;
         }
         for t in self.group_tasks.drain(..) {
             t.abort();
+            let _ = t.await;
         }
         if let Some((tx, handle)) = self.server.take() {
             let _ = tx.send(());
@@ -84,6 +89,9 @@ impl ControlNode {
             tracing::warn!(target: "chronik_cluster", "__meta Raft did not stop cleanly: {e}");
         }
         self.observer.abort();
+        let _ = (&mut self.observer).await;
+        // Releases the WAL's lock now rather than when openraft's last handle drops.
+        self.wal.close();
     }
 }
 
@@ -164,6 +172,7 @@ impl ControlNodeBuilder {
         );
         // After a rebuild the log already names this node the only voter; no initialize then.
         let has_state_now = log.has_raft_state();
+        let wal = log.wal().clone();
         let raft = openraft::Raft::new(id, config, network, log, sm.clone())
             .await
             .map_err(|e| ControlError::Raft(e.to_string()))?;
@@ -214,7 +223,7 @@ impl ControlNodeBuilder {
                 Duration::from_millis(cfg.cluster.network.request_timeout_ms),
             ))
         });
-        Ok(ControlNode { node_id: id, raft, sm, server: None, observer, joiner, group_tasks })
+        Ok(ControlNode { node_id: id, wal, raft, sm, server: None, observer, joiner, group_tasks })
     }
 }
 

@@ -82,8 +82,22 @@ impl ControlStateMachine {
     pub fn open(dir: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(dir.join("snapshots"))?;
         let path = dir.join("state.redb");
-        let db = Database::create(&path)
-            .map_err(|e| io::Error::other(format!("cannot open the control-plane state {}: {e}", path.display())))?;
+        // Another handle in this process (a node being shut down for an in-process restart)
+        // may still hold the file lock for a moment; a different process never does by then.
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            match Database::create(&path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if waited < std::time::Duration::from_secs(5) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    waited += std::time::Duration::from_millis(50);
+                }
+                other => {
+                    break other.map_err(|e| {
+                        io::Error::other(format!("cannot open the control-plane state {}: {e}", path.display()))
+                    })?;
+                }
+            }
+        };
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(META).map_err(db_err)?;

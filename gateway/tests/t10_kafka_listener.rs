@@ -33,7 +33,7 @@ const EXPECTED: &[(i16, i16, i16)] = &[
     (16, 0, 5), // ListGroups
     (18, 0, 4), // ApiVersions
     (19, 2, 7), // CreateTopics
-    (20, 1, 6),
+    (20, 1, 6), // DeleteTopics
     (22, 0, 5), // InitProducerId
     (32, 1, 4), // DescribeConfigs
     (37, 0, 3), // CreatePartitions
