@@ -9,6 +9,7 @@
 //! - `placement.rs`: where new replicas go. `liveness.rs`: who is alive.
 //! - `groups/`: the consumer-group coordinator (runs on the leader).
 
+mod balancer;
 pub mod groups;
 pub mod liveness;
 pub mod membership;

@@ -10,6 +10,8 @@ use chronik_proto::control::ReplicaStatus;
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub at: Instant,
+    /// Start of the current run of heartbeats (reset when the node was considered dead).
+    pub since: Instant,
     pub wall_ms: u64,
     pub replicas: Vec<ReplicaStatus>,
 }
@@ -28,8 +30,12 @@ impl Liveness {
     pub fn beat(&self, node_id: u64, replicas: Option<Vec<ReplicaStatus>>) {
         let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let mut map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(node_id).or_insert_with(|| Seen { at: Instant::now(), wall_ms, replicas: Vec::new() });
-        entry.at = Instant::now();
+        let now = Instant::now();
+        let entry = map.entry(node_id).or_insert_with(|| Seen { at: now, since: now, wall_ms, replicas: Vec::new() });
+        if entry.at.elapsed() >= self.timeout {
+            entry.since = now;
+        }
+        entry.at = now;
         entry.wall_ms = wall_ms;
         if let Some(r) = replicas {
             entry.replicas = r;
@@ -38,6 +44,11 @@ impl Liveness {
 
     pub fn is_alive(&self, node_id: u64) -> bool {
         self.get(node_id).is_some_and(|s| s.at.elapsed() < self.timeout)
+    }
+
+    /// Alive, and without interruption for at least `grace` (not just restarted).
+    pub fn alive_for(&self, node_id: u64, grace: Duration) -> bool {
+        self.get(node_id).is_some_and(|s| s.at.elapsed() < self.timeout && s.since.elapsed() >= grace)
     }
 
     pub fn get(&self, node_id: u64) -> Option<Seen> {

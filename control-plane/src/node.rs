@@ -197,6 +197,13 @@ impl ControlNodeBuilder {
             max_message_size: cfg.cluster.network.max_message_size as usize,
             election_timeout_ms: cfg.cluster.raft.election_timeout_ms,
         };
+        let mut group_tasks = group_tasks;
+        group_tasks.push(crate::balancer::spawn(
+            svc.clone(),
+            Duration::from_millis(cfg.cluster.heartbeat.interval_ms.saturating_mul(5).max(100)),
+            // "Just restarted" means within two node timeouts of coming back.
+            Duration::from_millis(cfg.cluster.heartbeat.node_timeout_ms.saturating_mul(2)),
+        ));
         host.routes().add_service(
             ControlServiceServer::new(svc)
                 .max_decoding_message_size(cfg.cluster.network.max_message_size as usize)

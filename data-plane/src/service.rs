@@ -138,6 +138,16 @@ impl DataService for DataServiceImpl {
         Ok(Response::new(ListOffsetsResponse { offset, timestamp }))
     }
 
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferPartitionLeaderRequest>,
+    ) -> Result<Response<TransferPartitionLeaderResponse>, Status> {
+        let req = request.into_inner();
+        let part = self.partition(req.tp.as_ref())?;
+        part.transfer_leader(req.target_node_id).await?;
+        Ok(Response::new(TransferPartitionLeaderResponse {}))
+    }
+
     async fn apply_assignments(
         &self,
         request: Request<ApplyAssignmentsRequest>,

@@ -292,6 +292,13 @@ impl DataService for FakeData {
         let offset = if r.timestamp == -2 { 0 } else { hw };
         Ok(Response::new(DListOffsetsResponse { offset, timestamp: -1 }))
     }
+    async fn transfer_leader(
+        &self,
+        _r: Request<chronik_proto::data::TransferPartitionLeaderRequest>,
+    ) -> Result<Response<chronik_proto::data::TransferPartitionLeaderResponse>, Status> {
+        Err(Status::unimplemented("not used by the gateway"))
+    }
+
     async fn apply_assignments(
         &self,
         _r: Request<ApplyAssignmentsRequest>,

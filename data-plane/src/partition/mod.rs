@@ -279,6 +279,24 @@ impl Partition {
         Ok((b.base_offset + delta, at.max(ts)))
     }
 
+    /// Hands leadership to replica `target` (it must be a voter of this partition).
+    pub async fn transfer_leader(&self, target: u64) -> Result<(), ChronikError> {
+        self.ensure_serving()?;
+        let m = self.raft.metrics().borrow_watched().clone();
+        if !m.membership_config.membership().voter_ids().any(|v| v == target) {
+            return Err(ChronikError::new(
+                ErrorCode::InvalidRequest,
+                format!("node {target} is not a replica of partition {}", self.name),
+            ));
+        }
+        tracing::info!(target: "chronik_cluster", partition = %self.name, "Transferring leadership to node {target}");
+        self.raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| ChronikError::new(ErrorCode::Unavailable, format!("{}: {e}", self.name)))
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(target: "chronik_raft", partition = %self.name, "Raft group did not stop cleanly: {e}");

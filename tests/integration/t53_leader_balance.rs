@@ -1,0 +1,104 @@
+//! Leadership balance across data nodes (real processes): 6 partitions with replication factor
+//! 3 on 3 data nodes are led 2/2/2; a killed node's partitions move to the others; when it
+//! comes back it is not given leadership at once, and then balance returns.
+
+mod cluster;
+mod harness;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chronik_proto::client::ControlClient;
+use chronik_proto::control::{CreateTopicRequest, GetMetadataRequest};
+use cluster::*;
+use harness::free_port;
+
+async fn leaders(ctl: &ControlClient, topic: &str) -> BTreeMap<u32, u64> {
+    let Ok(md) = ctl.call(|mut c| async move { c.get_metadata(GetMetadataRequest::default()).await }).await else {
+        return BTreeMap::new();
+    };
+    md.topics
+        .iter()
+        .filter(|t| t.name == topic)
+        .flat_map(|t| t.partitions.iter())
+        .filter_map(|p| p.leader.map(|l| (p.partition, l)))
+        .collect()
+}
+
+fn per_node(l: &BTreeMap<u32, u64>) -> BTreeMap<u64, usize> {
+    l.values().fold(BTreeMap::new(), |mut m, n| {
+        *m.entry(*n).or_default() += 1;
+        m
+    })
+}
+
+async fn wait_for(
+    ctl: &ControlClient,
+    topic: &str,
+    what: &str,
+    ok: impl Fn(&BTreeMap<u32, u64>) -> bool,
+) -> BTreeMap<u32, u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = leaders(ctl, topic).await;
+        if ok(&l) {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "{what}: leaders {l:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_moves_off_a_dead_node_and_returns_after_it_settles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cport = free_port();
+    let tune = |cfg: &mut chronik_shared::config::ChronikConfig| {
+        cfg.cluster.raft.election_timeout_ms = 300;
+        cfg.cluster.raft.heartbeat_interval_ms = 30;
+        cfg.cluster.heartbeat.interval_ms = 200;
+        cfg.cluster.heartbeat.node_timeout_ms = 1500;
+    };
+    let mut ccfg = control_config(dir.path(), 1, cport, vec![]);
+    tune(&mut ccfg);
+    let _control = ControlProc::start_role(dir.path(), &ccfg, "control");
+    wait_views(&[cport], Duration::from_secs(20), |v| agreed(v, &[1]).is_some()).await;
+    let mut data = Vec::new();
+    for id in 2..=4u64 {
+        let mut cfg = control_config(dir.path(), id, free_port(), vec![seed(1, cport)]);
+        tune(&mut cfg);
+        data.push(ControlProc::start_role(dir.path(), &cfg, "data"));
+    }
+    let ctl = ControlClient::new(vec![format!("127.0.0.1:{cport}")], Duration::from_secs(5));
+    let topic = "balanced";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let req = CreateTopicRequest { name: topic.into(), partitions: 6, replication_factor: 3, ..Default::default() };
+        let r = ctl.call(|mut c| {
+            let req = req.clone();
+            async move { c.create_topic(req).await }
+        });
+        if r.await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "topic never created (data nodes not registered?)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let balanced =
+        |l: &BTreeMap<u32, u64>| l.len() == 6 && per_node(l).values().all(|c| *c == 2) && per_node(l).len() == 3;
+    wait_for(&ctl, topic, "initial balance", balanced).await;
+
+    let victim = 2u64;
+    data[0].kill9();
+    wait_for(&ctl, topic, "failover off the dead node", |l| l.len() == 6 && !l.values().any(|n| *n == victim)).await;
+
+    let restarted = Instant::now();
+    eprintln!("failover done: {:?}", per_node(&leaders(&ctl, topic).await));
+    data[0].restart();
+    // Back, but just restarted: it leads nothing for a while (grace = 2 node timeouts = 3 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let early = leaders(&ctl, topic).await;
+    assert!(!early.values().any(|n| *n == victim), "leadership moved onto a node that had just restarted: {early:?}");
+    let l = wait_for(&ctl, topic, "balance after the node settled", balanced).await;
+    eprintln!("balanced again {:?} after the restart: {:?}", restarted.elapsed(), per_node(&l));
+}
