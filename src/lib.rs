@@ -22,7 +22,7 @@ pub struct Standalone {
     control: ControlNode,
     data: DataNode,
     gateway: Gateway,
-    grpc: (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>),
+    grpc: chronik_raft::GrpcServer,
     http: (oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>),
 }
 
@@ -54,10 +54,7 @@ impl Standalone {
         data_cfg.cluster.seed_nodes = vec![seed.clone()];
         let data = DataNode::builder(data_cfg).start_on(&mut host).await.map_err(|e| e.to_string())?;
 
-        let (grpc_tx, grpc_rx) = oneshot::channel::<()>();
-        let grpc = host.serve(grpc_l, async move {
-            let _ = grpc_rx.await;
-        });
+        let grpc = host.serve(grpc_l);
 
         // Clients are served once topics can be placed: the Kafka port is bound already, so
         // early connections wait in its backlog rather than being refused.
@@ -88,16 +85,7 @@ impl Standalone {
             let _ = http_rx.await;
         });
         tracing::info!(target: "chronik_server", "Chronik standalone ready: Kafka on {kafka_addr}, HTTP on {http_addr}, gRPC on {grpc_addr}, data in {}", cfg.node.data_dir.display());
-        Ok(Standalone {
-            kafka_addr,
-            http_addr,
-            grpc_addr,
-            control,
-            data,
-            gateway,
-            grpc: (grpc_tx, grpc),
-            http: (http_tx, http),
-        })
+        Ok(Standalone { kafka_addr, http_addr, grpc_addr, control, data, gateway, grpc, http: (http_tx, http) })
     }
 
     pub async fn shutdown(self) {
@@ -105,8 +93,7 @@ impl Standalone {
         let _ = self.http.0.send(());
         let _ = self.http.1.await;
         self.data.shutdown().await;
-        let _ = self.grpc.0.send(());
-        let _ = self.grpc.1.await;
+        self.grpc.stop().await;
         self.control.shutdown().await;
     }
 }

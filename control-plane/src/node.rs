@@ -11,7 +11,6 @@ use chronik_shared::config::ChronikConfig;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use crate::liveness::Liveness;
 use crate::service::ControlServiceImpl;
@@ -29,7 +28,7 @@ pub struct ControlNode {
     pub node_id: u64,
     raft: MetaRaft,
     sm: ControlStateMachine,
-    server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)>,
+    server: Option<chronik_raft::GrpcServer>,
     observer: tokio::task::JoinHandle<()>,
     joiner: Option<tokio::task::JoinHandle<()>>,
     wal: chronik_shared::wal::Wal,
@@ -81,9 +80,8 @@ impl ControlNode {
             t.abort();
             let _ = t.await;
         }
-        if let Some((tx, handle)) = self.server.take() {
-            let _ = tx.send(());
-            let _ = handle.await;
+        if let Some(server) = self.server.take() {
+            server.stop().await;
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(target: "chronik_cluster", "__meta Raft did not stop cleanly: {e}");
@@ -111,21 +109,14 @@ impl ControlNodeBuilder {
 
     /// Starts the node with its own gRPC server.
     pub async fn start(mut self) -> Result<ControlNode, ControlError> {
+        let addr = self.config.listeners.grpc;
+        let listener = chronik_raft::host::listener(addr, self.listener.take())
+            .await
+            .map_err(|source| ControlError::Bind { addr, source })?;
         let mut host =
             GrpcHost::new(self.config.node.id, "control", self.config.cluster.network.max_message_size as usize);
-        let listener = match self.listener.take() {
-            Some(l) => l,
-            None => {
-                let addr = self.config.listeners.grpc;
-                TcpListener::bind(addr).await.map_err(|source| ControlError::Bind { addr, source })?
-            }
-        };
         let mut node = self.start_on(&mut host).await?;
-        let (tx, rx) = oneshot::channel();
-        let handle = host.serve(listener, async move {
-            let _ = rx.await;
-        });
-        node.server = Some((tx, handle));
+        node.server = Some(host.serve(listener));
         Ok(node)
     }
 

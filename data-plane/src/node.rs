@@ -16,7 +16,7 @@ use chronik_shared::config::ChronikConfig;
 use chronik_shared::error::{ChronikError, ErrorCode};
 use openraft::BasicNode;
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::Mutex;
 
 use crate::DataError;
 use crate::partition::{Partition, PartitionSpec, group_name};
@@ -163,7 +163,7 @@ pub struct DataNode {
     inner: Arc<DataInner>,
     heartbeat: tokio::task::JoinHandle<()>,
     retention: tokio::task::JoinHandle<()>,
-    server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>)>,
+    server: Option<chronik_raft::GrpcServer>,
 }
 
 impl DataNode {
@@ -185,9 +185,8 @@ impl DataNode {
     pub async fn shutdown(mut self) {
         self.heartbeat.abort();
         self.retention.abort();
-        if let Some((tx, handle)) = self.server.take() {
-            let _ = tx.send(());
-            let _ = handle.await;
+        if let Some(server) = self.server.take() {
+            server.stop().await;
         }
         for p in self.inner.partitions() {
             p.shutdown().await;
@@ -208,23 +207,14 @@ impl DataNodeBuilder {
     }
 
     pub async fn start(mut self) -> Result<DataNode, DataError> {
+        let addr = self.config.listeners.grpc;
+        let listener = chronik_raft::host::listener(addr, self.listener.take())
+            .await
+            .map_err(|source| DataError::Bind { addr, source })?;
         let mut host =
             GrpcHost::new(self.config.node.id, "data", self.config.cluster.network.max_message_size as usize);
-        let listener = match self.listener.take() {
-            Some(l) => l,
-            None => {
-                let addr = self.config.listeners.grpc;
-                TcpListener::bind(addr).await.map_err(|source| DataError::Bind { addr, source })?
-            }
-        };
         let mut node = self.start_on(&mut host).await?;
-        let (tx, rx) = oneshot::channel();
-        node.server = Some((
-            tx,
-            host.serve(listener, async move {
-                let _ = rx.await;
-            }),
-        ));
+        node.server = Some(host.serve(listener));
         Ok(node)
     }
 

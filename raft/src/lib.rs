@@ -28,7 +28,7 @@ pub mod testing;
 pub use codec::EntryCodec;
 pub use config::raft_config;
 pub use faults::Faults;
-pub use host::GrpcHost;
+pub use host::{GrpcHost, GrpcServer};
 pub use log_store::{PurgeMode, WalLogStore};
 pub use network::{GrpcNetworkFactory, PeerPool};
 pub use observer::RaftObserver;
