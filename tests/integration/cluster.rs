@@ -224,3 +224,56 @@ impl Drop for ControlProc {
         self.kill9();
     }
 }
+
+/// Timeouts short enough for failover tests: 300 ms elections, 200 ms node heartbeats, and
+/// `node_timeout_ms` before the control plane counts a node as down.
+pub fn fast_failover(cfg: &mut ChronikConfig, node_timeout_ms: u64) {
+    cfg.cluster.raft.election_timeout_ms = 300;
+    cfg.cluster.raft.heartbeat_interval_ms = 30;
+    cfg.cluster.heartbeat.interval_ms = 200;
+    cfg.cluster.heartbeat.node_timeout_ms = node_timeout_ms;
+}
+
+/// Real processes: one control node (id 1, bootstrapping) and data nodes (ids 2..), all with
+/// [`fast_failover`] timeouts; gateways and more come from [`ProcCluster::start_node`].
+pub struct ProcCluster {
+    pub dir: PathBuf,
+    pub control_port: u16,
+    pub control: ControlProc,
+    pub data: Vec<ControlProc>,
+    node_timeout_ms: u64,
+}
+
+impl ProcCluster {
+    pub async fn start(dir: &Path, data_nodes: u64, node_timeout_ms: u64) -> ProcCluster {
+        let control_port = free_port();
+        let mut cfg = control_config(dir, 1, control_port, vec![]);
+        fast_failover(&mut cfg, node_timeout_ms);
+        let control = ControlProc::start_role(dir, &cfg, "control");
+        wait_views(&[control_port], Duration::from_secs(20), |v| agreed(v, &[1]).is_some()).await;
+        let mut c = ProcCluster { dir: dir.to_path_buf(), control_port, control, data: Vec::new(), node_timeout_ms };
+        for id in 2..2 + data_nodes {
+            let node = c.start_node(id, "data");
+            c.data.push(node);
+        }
+        c
+    }
+
+    /// The config of node `id` in this cluster (seeded with the control node).
+    pub fn config(&self, id: u64) -> ChronikConfig {
+        let mut cfg = control_config(&self.dir, id, free_port(), vec![seed(1, self.control_port)]);
+        fast_failover(&mut cfg, self.node_timeout_ms);
+        cfg
+    }
+
+    pub fn start_node(&self, id: u64, role: &'static str) -> ControlProc {
+        ControlProc::start_role(&self.dir, &self.config(id), role)
+    }
+
+    pub fn control_client(&self) -> chronik_proto::client::ControlClient {
+        chronik_proto::client::ControlClient::new(
+            vec![format!("127.0.0.1:{}", self.control_port)],
+            Duration::from_secs(5),
+        )
+    }
+}

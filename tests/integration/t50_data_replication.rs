@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chronik_proto::client::ControlClient;
 use chronik_proto::control::GetMetadataRequest;
 use cluster::*;
 use harness::*;
@@ -26,29 +25,11 @@ const PARTITIONS: i32 = 6;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_a_data_leader_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cport = free_port();
-    let tune = |cfg: &mut chronik_shared::config::ChronikConfig| {
-        cfg.cluster.raft.election_timeout_ms = 300;
-        cfg.cluster.raft.heartbeat_interval_ms = 30;
-        cfg.cluster.heartbeat.interval_ms = 200;
-        cfg.cluster.heartbeat.node_timeout_ms = 2000;
-    };
-    let mut ccfg = control_config(dir.path(), 1, cport, vec![]);
-    tune(&mut ccfg);
-    let _control = ControlProc::start_role(dir.path(), &ccfg, "control");
-    wait_views(&[cport], Duration::from_secs(20), |v| agreed(v, &[1]).is_some()).await;
-
-    let mut data = Vec::new();
-    for id in 2..=4u64 {
-        let mut cfg = control_config(dir.path(), id, free_port(), vec![seed(1, cport)]);
-        tune(&mut cfg);
-        data.push(ControlProc::start_role(dir.path(), &cfg, "data"));
-    }
-    let mut gcfg = control_config(dir.path(), 5, free_port(), vec![seed(1, cport)]);
-    tune(&mut gcfg);
+    let mut cluster = ProcCluster::start(dir.path(), 3, 2000).await;
+    let gcfg = cluster.config(5);
     let kafka = gcfg.listeners.kafka.to_string();
     let _gateway = ControlProc::start_role(dir.path(), &gcfg, "gateway");
-    let ctl = ControlClient::new(vec![format!("127.0.0.1:{cport}")], Duration::from_secs(5));
+    let ctl = cluster.control_client();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let md =
@@ -127,12 +108,12 @@ async fn kill9_of_a_data_leader_loses_no_acknowledged_write() {
     let before_kill = acked.lock().unwrap().len();
     // Kill the data node that leads partition 0.
     let victim = by_partition[&0];
-    let idx = data.iter().position(|d| d.id == victim).expect("victim");
-    data[idx].kill9();
+    let idx = cluster.data.iter().position(|d| d.id == victim).expect("victim");
+    cluster.data[idx].kill9();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let after_kill = acked.lock().unwrap().len();
     assert!(after_kill > before_kill + 100, "producers did not continue after the kill: {before_kill} -> {after_kill}");
-    data[idx].restart();
+    cluster.data[idx].restart();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
     sender.await.expect("sender");

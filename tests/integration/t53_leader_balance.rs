@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use chronik_proto::client::ControlClient;
 use chronik_proto::control::{CreateTopicRequest, GetMetadataRequest};
 use cluster::*;
-use harness::free_port;
 
 async fn leaders(ctl: &ControlClient, topic: &str) -> BTreeMap<u32, u64> {
     let Ok(md) = ctl.call(|mut c| async move { c.get_metadata(GetMetadataRequest::default()).await }).await else {
@@ -52,24 +51,8 @@ async fn wait_for(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_off_a_dead_node_and_returns_after_it_settles() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cport = free_port();
-    let tune = |cfg: &mut chronik_shared::config::ChronikConfig| {
-        cfg.cluster.raft.election_timeout_ms = 300;
-        cfg.cluster.raft.heartbeat_interval_ms = 30;
-        cfg.cluster.heartbeat.interval_ms = 200;
-        cfg.cluster.heartbeat.node_timeout_ms = 1500;
-    };
-    let mut ccfg = control_config(dir.path(), 1, cport, vec![]);
-    tune(&mut ccfg);
-    let _control = ControlProc::start_role(dir.path(), &ccfg, "control");
-    wait_views(&[cport], Duration::from_secs(20), |v| agreed(v, &[1]).is_some()).await;
-    let mut data = Vec::new();
-    for id in 2..=4u64 {
-        let mut cfg = control_config(dir.path(), id, free_port(), vec![seed(1, cport)]);
-        tune(&mut cfg);
-        data.push(ControlProc::start_role(dir.path(), &cfg, "data"));
-    }
-    let ctl = ControlClient::new(vec![format!("127.0.0.1:{cport}")], Duration::from_secs(5));
+    let mut cluster = ProcCluster::start(dir.path(), 3, 1500).await;
+    let ctl = cluster.control_client();
     let topic = "balanced";
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -89,12 +72,12 @@ async fn leadership_moves_off_a_dead_node_and_returns_after_it_settles() {
     wait_for(&ctl, topic, "initial balance", balanced).await;
 
     let victim = 2u64;
-    data[0].kill9();
+    cluster.data[0].kill9();
     wait_for(&ctl, topic, "failover off the dead node", |l| l.len() == 6 && !l.values().any(|n| *n == victim)).await;
 
     let restarted = Instant::now();
     eprintln!("failover done: {:?}", per_node(&leaders(&ctl, topic).await));
-    data[0].restart();
+    cluster.data[0].restart();
     // Back, but just restarted: it leads nothing for a while (grace = 2 node timeouts = 3 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let early = leaders(&ctl, topic).await;
