@@ -34,7 +34,7 @@ async fn round(svc: &ControlServiceImpl, grace: Duration) {
     let mut moves = 0;
     for t in &topics {
         for (p, replicas) in t.assignments.iter().enumerate() {
-            let (Some(leader), Some(&preferred)) = (svc.liveness.observed(&t.name, p as u32).0, replicas.first())
+            let (Some(leader), Some(&preferred)) = (svc.liveness.observed(&t.name, p as u32).leader, replicas.first())
             else {
                 continue;
             };

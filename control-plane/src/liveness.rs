@@ -16,6 +16,15 @@ pub struct Seen {
     pub replicas: Vec<ReplicaStatus>,
 }
 
+/// A partition as its leader reports it.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub leader: Option<u64>,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    pub isr: Vec<u64>,
+}
+
 #[derive(Clone)]
 pub struct Liveness {
     seen: Arc<Mutex<HashMap<u64, Seen>>>,
@@ -55,18 +64,22 @@ impl Liveness {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned()
     }
 
-    /// Observed (leader, high watermark, log start) of a partition, from the live nodes'
-    /// reports.
-    pub fn observed(&self, topic: &str, partition: u32) -> (Option<u64>, u64, u64) {
+    /// What the live leader of a partition reports of it.
+    pub fn observed(&self, topic: &str, partition: u32) -> Observed {
         let map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = (None, 0, 0);
+        let mut out = Observed::default();
         for (node, seen) in map.iter() {
             if seen.at.elapsed() >= self.timeout {
                 continue;
             }
             for r in &seen.replicas {
                 if r.topic == topic && r.partition == partition && r.is_leader {
-                    out = (Some(*node), r.high_watermark, r.log_start_offset);
+                    out = Observed {
+                        leader: Some(*node),
+                        high_watermark: r.high_watermark,
+                        log_start_offset: r.log_start_offset,
+                        isr: r.isr.clone(),
+                    };
                 }
             }
         }

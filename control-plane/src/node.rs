@@ -29,7 +29,7 @@ pub struct ControlNode {
     raft: MetaRaft,
     sm: ControlStateMachine,
     server: Option<chronik_raft::GrpcServer>,
-    observer: tokio::task::JoinHandle<()>,
+    observer: RaftObserver,
     joiner: Option<tokio::task::JoinHandle<()>>,
     wal: chronik_shared::wal::Wal,
     /// The group coordinator's writer and timer tasks.
@@ -86,8 +86,7 @@ impl ControlNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(target: "chronik_cluster", "__meta Raft did not stop cleanly: {e}");
         }
-        self.observer.abort();
-        let _ = (&mut self.observer).await;
+        self.observer.stop().await;
         // Releases the WAL's lock now rather than when openraft's last handle drops.
         self.wal.close();
     }
@@ -167,7 +166,11 @@ impl ControlNodeBuilder {
         let raft = openraft::Raft::new(id, config, network, log, sm.clone())
             .await
             .map_err(|e| ControlError::Raft(e.to_string()))?;
-        let observer = RaftObserver::spawn(META_GROUP.to_string(), &raft);
+        let observer = RaftObserver::spawn(
+            META_GROUP.to_string(),
+            &raft,
+            Duration::from_millis(cfg.cluster.raft.replica_lag_time_max_ms),
+        );
         host.groups.insert(
             META_GROUP.to_string(),
             Arc::new(RaftGroup {

@@ -142,18 +142,16 @@ impl ControlServiceImpl {
                 .iter()
                 .enumerate()
                 .map(|(p, replicas)| {
-                    let (leader, hw, start) = self.liveness.observed(&t.name, p as u32);
-                    let isr = match leader {
-                        Some(_) => replicas.iter().copied().filter(|r| self.liveness.is_alive(*r)).collect(),
-                        None => Vec::new(),
-                    };
+                    let o = self.liveness.observed(&t.name, p as u32);
                     PartitionInfo {
                         partition: p as u32,
                         replicas: replicas.clone(),
-                        leader,
-                        isr,
-                        high_watermark: hw,
-                        log_start_offset: start,
+                        leader: o.leader,
+                        // As the leader measures it; a replica on a node that stopped
+                        // heartbeating is out at once, without waiting for the lag to show.
+                        isr: o.isr.into_iter().filter(|r| self.liveness.is_alive(*r)).collect(),
+                        high_watermark: o.high_watermark,
+                        log_start_offset: o.log_start_offset,
                     }
                 })
                 .collect(),

@@ -61,12 +61,16 @@ impl DataInner {
     fn statuses(&self) -> Vec<ReplicaStatus> {
         self.partitions()
             .iter()
-            .map(|p| ReplicaStatus {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                is_leader: p.is_leader(),
-                high_watermark: p.high_watermark().max(0) as u64,
-                log_start_offset: p.log_start_offset().max(0) as u64,
+            .map(|p| {
+                let is_leader = p.is_leader();
+                ReplicaStatus {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    is_leader,
+                    high_watermark: p.high_watermark().max(0) as u64,
+                    log_start_offset: p.log_start_offset().max(0) as u64,
+                    isr: if is_leader { p.isr() } else { Vec::new() },
+                }
             })
             .collect()
     }
@@ -126,6 +130,7 @@ impl DataInner {
             pool: self.pool.clone(),
             chunk_size: cfg.cluster.raft.max_snapshot_chunk_size as usize,
             snapshot_timeout: Duration::from_secs(cfg.cluster.network.install_snapshot_timeout_secs),
+            lag_threshold: Duration::from_millis(cfg.cluster.raft.replica_lag_time_max_ms),
         };
         let part = Arc::new(Partition::open(self.node_id, spec).await?);
         self.groups.insert(

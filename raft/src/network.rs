@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chronik_proto::raft::raft_service_client::RaftServiceClient;
 use chronik_proto::raft::{RaftMessage, SnapshotChunk};
+use futures::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -264,23 +265,16 @@ where
         info!(target: "chronik_raft", group = %self.group, "Sending snapshot to follower {} (size: {} bytes)", self.target, size);
         let header = serde_json::to_vec(&(&vote, &snapshot.meta, &snapshot.snapshot.files))
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let chunks = snapshot.snapshot.chunks(self.group.clone(), Bytes::from(header), self.chunk_size);
-        let chunks = match chunks {
-            Ok(c) => c,
-            Err(e) => return Err(StreamingError::Network(NetworkError::new(&e))),
-        };
-        let chunks: Vec<SnapshotChunk> = if self.pool.faults.is_some() {
-            chunks.into_iter().filter(|c| c.done || !self.pool.drop_chunk()).collect()
-        } else {
-            chunks
-        };
+        let chunks = chunk_stream(snapshot.snapshot, self.group.clone(), Bytes::from(header), self.chunk_size);
+        let pool = self.pool.clone();
+        let chunks = chunks.filter(move |c| std::future::ready(c.done || !pool.drop_chunk()));
         if self.pool.blocked(self.target) {
             return Err(StreamingError::Unreachable(Unreachable::new(&std::io::Error::other(
                 "link cut by the fault layer",
             ))));
         }
         let mut client = self.pool.client(&self.addr).map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
-        let mut req = tonic::Request::new(futures::stream::iter(chunks));
+        let mut req = tonic::Request::new(chunks);
         req.set_timeout(self.snapshot_timeout);
         let send = client.install_snapshot(req);
         let resp = tokio::select! {
@@ -308,38 +302,93 @@ where
     }
 }
 
-/// Splits snapshot files into gRPC chunks; each chunk carries its CRC32C.
-pub(crate) fn chunk_files(
-    files: &SnapshotFiles,
+/// Streams snapshot files as gRPC chunks, reading one chunk at a time: a snapshot of retained
+/// segments can be far larger than memory should hold. Each file contributes exactly its listed
+/// size (a hard-linked segment may have grown since). A file that cannot be read ends the
+/// stream without `done`, which the receiver rejects, so openraft retries the transfer.
+pub(crate) fn chunk_stream(
+    files: SnapshotFiles,
     group: String,
     header: Bytes,
     chunk_size: usize,
-) -> std::io::Result<Vec<SnapshotChunk>> {
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    let mut first = true;
-    for (name, _) in &files.files {
-        let data = std::fs::read(files.dir.join(name))?;
-        for piece in data.chunks(chunk_size.max(1)) {
-            out.push(SnapshotChunk {
-                group: group.clone(),
-                header: if first { header.clone() } else { Bytes::new() },
-                offset,
-                data: Bytes::copy_from_slice(piece),
-                done: false,
-                crc32c: crc32c::crc32c(piece),
-            });
-            first = false;
-            offset += piece.len() as u64;
-        }
-    }
-    out.push(SnapshotChunk {
+) -> impl futures::Stream<Item = SnapshotChunk> + Send + 'static {
+    let cursor = ChunkCursor {
+        files,
         group,
-        header: if first { header } else { Bytes::new() },
-        offset,
-        data: Bytes::new(),
-        done: true,
-        crc32c: 0,
-    });
-    Ok(out)
+        header: Some(header),
+        chunk_size,
+        file: 0,
+        open: None,
+        at: 0,
+        offset: 0,
+        finished: false,
+    };
+    futures::stream::unfold(cursor, |mut c| async move {
+        match c.next_chunk() {
+            Ok(Some(chunk)) => Some((chunk, c)),
+            Ok(None) => None,
+            Err(e) => {
+                warn!(target: "chronik_raft", group = %c.group, "Snapshot file unreadable while sending: {e}");
+                None
+            }
+        }
+    })
+}
+
+struct ChunkCursor {
+    files: SnapshotFiles,
+    group: String,
+    /// Sent with the first chunk only.
+    header: Option<Bytes>,
+    chunk_size: usize,
+    file: usize,
+    open: Option<std::fs::File>,
+    /// Position within the current file.
+    at: u64,
+    /// Position within the whole stream.
+    offset: u64,
+    finished: bool,
+}
+
+impl ChunkCursor {
+    fn next_chunk(&mut self) -> std::io::Result<Option<SnapshotChunk>> {
+        use std::os::unix::fs::FileExt;
+        while let Some((name, len)) = self.files.files.get(self.file) {
+            if self.at >= *len {
+                (self.file, self.at, self.open) = (self.file + 1, 0, None);
+                continue;
+            }
+            let f = match self.open.take() {
+                Some(f) => f,
+                None => std::fs::File::open(self.files.dir.join(name))?,
+            };
+            let n = (*len - self.at).min(self.chunk_size.max(1) as u64) as usize;
+            let mut piece = vec![0u8; n];
+            f.read_exact_at(&mut piece, self.at)?;
+            self.open = Some(f);
+            let chunk = SnapshotChunk {
+                group: self.group.clone(),
+                header: self.header.take().unwrap_or_default(),
+                offset: self.offset,
+                crc32c: crc32c::crc32c(&piece),
+                data: Bytes::from(piece),
+                done: false,
+            };
+            self.at += n as u64;
+            self.offset += n as u64;
+            return Ok(Some(chunk));
+        }
+        if self.finished {
+            return Ok(None);
+        }
+        self.finished = true;
+        Ok(Some(SnapshotChunk {
+            group: self.group.clone(),
+            header: self.header.take().unwrap_or_default(),
+            offset: self.offset,
+            data: Bytes::new(),
+            done: true,
+            crc32c: 0,
+        }))
+    }
 }

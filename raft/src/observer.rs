@@ -2,34 +2,180 @@
 //! ("Starting leader election, term=5", "Became leader for term 5", ...) and into the
 //! `chronik_raft_*` Prometheus families.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use chronik_shared::metrics as m;
 use openraft::alias::InstantOf;
 use openraft::async_runtime::WatchReceiver;
 use openraft::type_config::TypeConfigExt;
 use openraft::{Instant, Raft, RaftMetrics, RaftTypeConfig, ServerState};
-use tracing::info;
+use tracing::{info, warn};
 
-pub struct RaftObserver;
+/// How far one follower is behind, as its leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerLag {
+    pub entries: u64,
+    /// How long the follower's state has been stale: since the leader's log first went past
+    /// what the follower holds, or since it last acknowledged anything, whichever is longer.
+    pub ms: u64,
+}
+
+/// Watches one group; [`RaftObserver::lag`] answers how far its followers are behind.
+pub struct RaftObserver {
+    task: tokio::task::JoinHandle<()>,
+    lag: Arc<Mutex<BTreeMap<u64, FollowerLag>>>,
+}
+
+/// Leaders re-evaluate lag at least this often, so a follower that stopped answering shows
+/// up even when nothing else changes.
+const TICK: Duration = Duration::from_millis(500);
 
 impl RaftObserver {
-    /// Spawns the watcher; it ends when the group shuts down.
-    pub fn spawn<C, SM>(partition: String, raft: &Raft<C, SM>) -> tokio::task::JoinHandle<()>
+    /// Spawns the watcher; it ends when the group shuts down. A follower further behind than
+    /// `lag_threshold` is reported in the log (the guide's Issue 3).
+    pub fn spawn<C, SM>(partition: String, raft: &Raft<C, SM>, lag_threshold: Duration) -> RaftObserver
     where
         C: RaftTypeConfig<NodeId = u64, Term = u64>,
         SM: openraft::storage::RaftStateMachine<C>,
     {
         let mut rx = raft.metrics();
-        tokio::spawn(async move {
+        let lag: Arc<Mutex<BTreeMap<u64, FollowerLag>>> = Arc::default();
+        let shared = lag.clone();
+        let task = tokio::spawn(async move {
             let mut prev: Option<(ServerState, u64, Option<u64>)> = None;
+            let mut tracker = LagTracker::new(lag_threshold);
             loop {
                 let snapshot = rx.borrow_watched().clone();
                 observe(&partition, &snapshot, &mut prev);
-                if snapshot.state == ServerState::Shutdown || rx.changed().await.is_err() {
+                if let Some(now) = tracker.update(&partition, &snapshot) {
+                    *shared.lock().unwrap_or_else(|p| p.into_inner()) = now;
+                }
+                if snapshot.state == ServerState::Shutdown {
                     break;
+                }
+                tokio::select! {
+                    changed = rx.changed() => { if changed.is_err() { break } }
+                    _ = tokio::time::sleep(TICK) => {}
                 }
             }
             clear(&partition);
-        })
+        });
+        RaftObserver { task, lag }
+    }
+
+    /// Lag of every follower while this node leads; empty otherwise.
+    pub fn lag(&self) -> BTreeMap<u64, FollowerLag> {
+        self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Stops watching and waits until the watcher is gone.
+    pub async fn stop(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// The leader's recent log growth, to tell how long a follower has been behind.
+struct LagTracker {
+    /// (when, last log index), oldest first; one sample per change of the index.
+    history: VecDeque<(std::time::Instant, u64)>,
+    threshold: Duration,
+    /// Followers currently reported as lagging, so each crossing is logged once.
+    warned: BTreeMap<u64, (bool, bool)>,
+    /// When lag was last computed: metrics change on every append and every heartbeat ack,
+    /// far more often than lag needs to be known.
+    computed: Option<std::time::Instant>,
+}
+
+/// Lag is recomputed at most this often, and the log's growth sampled at this granularity.
+const RESOLUTION: Duration = Duration::from_millis(50);
+
+/// Lag entries above which the guide's "is N entries behind" warning appears.
+const ENTRIES_WARNING: u64 = 10_000;
+const HISTORY: usize = 4096;
+
+impl LagTracker {
+    fn new(threshold: Duration) -> Self {
+        Self { history: VecDeque::new(), threshold, warned: BTreeMap::new(), computed: None }
+    }
+
+    /// New lag figures, when it is time to compute them.
+    fn update<C>(&mut self, partition: &str, mt: &RaftMetrics<C>) -> Option<BTreeMap<u64, FollowerLag>>
+    where
+        C: RaftTypeConfig<NodeId = u64, Term = u64>,
+    {
+        let mut out = BTreeMap::new();
+        let Some(repl) = mt.replication.as_ref().filter(|_| mt.state == ServerState::Leader) else {
+            self.history.clear();
+            self.warned.clear();
+            self.computed = None;
+            return Some(out);
+        };
+        let wall = std::time::Instant::now();
+        let last = mt.last_log_index.unwrap_or(0);
+        // A leader's log only grows, so the history stays sorted by index. Within one
+        // resolution step the newest sample is moved up rather than a new one added.
+        match self.history.back_mut() {
+            Some((t, i)) if *i != last && wall.duration_since(*t) < RESOLUTION => *i = last,
+            Some((_, i)) if *i == last => {}
+            _ => self.history.push_back((wall, last)),
+        }
+        if self.computed.is_some_and(|t| wall.duration_since(t) < RESOLUTION) {
+            return None;
+        }
+        self.computed = Some(wall);
+        let keep_for = self.threshold * 2;
+        while self.history.len() > HISTORY
+            || self.history.front().is_some_and(|(t, _)| wall.duration_since(*t) > keep_for)
+        {
+            self.history.pop_front();
+        }
+        let now = C::now();
+        for (node, matched) in repl.iter() {
+            if *node == mt.id {
+                continue;
+            }
+            let matched = matched.as_ref().map(|l| l.index()).unwrap_or(0);
+            let entries = last.saturating_sub(matched);
+            let behind = if entries == 0 {
+                Duration::ZERO
+            } else {
+                // Behind since the leader's log first went past `matched`; before the history
+                // starts means at least as long as the history reaches back.
+                let at = self.history.partition_point(|(_, i)| *i <= matched);
+                let since = self.history.get(at).map(|(t, _)| *t);
+                let oldest = self.history.front().map(|(t, _)| *t).unwrap_or(wall);
+                wall.duration_since(since.unwrap_or(oldest)).max(if since.is_none() {
+                    keep_for
+                } else {
+                    Duration::ZERO
+                })
+            };
+            let ack: Option<InstantOf<C>> =
+                mt.heartbeat.as_ref().and_then(|h| h.get(node).cloned().flatten()).map(|t| *t);
+            let silent = ack.map(|a| now.saturating_duration_since(a)).unwrap_or(keep_for);
+            let lag = FollowerLag { entries, ms: behind.max(silent).as_millis() as u64 };
+            let node_s = node.to_string();
+            m::RAFT_REPLICATION_LAG_ENTRIES.with_label_values(&[partition, &node_s]).set(entries as i64);
+            m::RAFT_REPLICATION_LAG_MS.with_label_values(&[partition, &node_s]).set(lag.ms as i64);
+            let warned = self.warned.entry(*node).or_default();
+            let (many, slow) = (entries > ENTRIES_WARNING, u128::from(lag.ms) > self.threshold.as_millis());
+            if many && !warned.0 {
+                warn!(target: "chronik_raft", partition, "Follower node {node} is {entries} entries behind leader");
+            }
+            if slow && !warned.1 {
+                warn!(target: "chronik_raft", partition, "Replication lag exceeds threshold ({} seconds): follower node {node} is {} ms behind", self.threshold.as_secs(), lag.ms);
+            }
+            *warned = (many, slow);
+            out.insert(*node, lag);
+        }
+        Some(out)
     }
 }
 
@@ -72,26 +218,6 @@ where
     m::RAFT_COMMIT_INDEX
         .with_label_values(&[partition])
         .set(mt.cluster_committed.as_ref().map(|l| l.index()).unwrap_or(0) as i64);
-    let last = mt.last_log_index.unwrap_or(0);
-    if let Some(repl) = &mt.replication {
-        let now = C::now();
-        for (node, matched) in repl.iter() {
-            if *node == mt.id {
-                continue;
-            }
-            let node_s = node.to_string();
-            let matched = matched.as_ref().map(|l| l.index()).unwrap_or(0);
-            m::RAFT_REPLICATION_LAG_ENTRIES
-                .with_label_values(&[partition, &node_s])
-                .set(last.saturating_sub(matched) as i64);
-            let ack: Option<InstantOf<C>> =
-                mt.heartbeat.as_ref().and_then(|h| h.get(node).cloned().flatten()).map(|t| *t);
-            if let Some(ack) = ack {
-                let ms = now.saturating_duration_since(ack).as_millis();
-                m::RAFT_REPLICATION_LAG_MS.with_label_values(&[partition, &node_s]).set(ms as i64);
-            }
-        }
-    }
 }
 
 fn clear(partition: &str) {

@@ -52,15 +52,6 @@ impl SnapshotFiles {
         })?;
         std::fs::read(self.dir.join(name))
     }
-
-    pub(crate) fn chunks(
-        &self,
-        group: String,
-        header: Bytes,
-        chunk_size: usize,
-    ) -> std::io::Result<Vec<SnapshotChunk>> {
-        crate::network::chunk_files(self, group, header, chunk_size)
-    }
 }
 
 /// One Raft group as the RPC server sees it.

@@ -242,16 +242,30 @@ pub struct ProcCluster {
     pub control: ControlProc,
     pub data: Vec<ControlProc>,
     node_timeout_ms: u64,
+    /// Applied to the config of every node started after the control node.
+    tweak: fn(&mut ChronikConfig),
 }
 
 impl ProcCluster {
     pub async fn start(dir: &Path, data_nodes: u64, node_timeout_ms: u64) -> ProcCluster {
+        Self::start_with(dir, data_nodes, node_timeout_ms, |_| {}).await
+    }
+
+    /// As [`ProcCluster::start`], with `tweak` applied to every node's config but the control
+    /// node's.
+    pub async fn start_with(
+        dir: &Path,
+        data_nodes: u64,
+        node_timeout_ms: u64,
+        tweak: fn(&mut ChronikConfig),
+    ) -> ProcCluster {
         let control_port = free_port();
         let mut cfg = control_config(dir, 1, control_port, vec![]);
         fast_failover(&mut cfg, node_timeout_ms);
         let control = ControlProc::start_role(dir, &cfg, "control");
         wait_views(&[control_port], Duration::from_secs(20), |v| agreed(v, &[1]).is_some()).await;
-        let mut c = ProcCluster { dir: dir.to_path_buf(), control_port, control, data: Vec::new(), node_timeout_ms };
+        let mut c =
+            ProcCluster { dir: dir.to_path_buf(), control_port, control, data: Vec::new(), node_timeout_ms, tweak };
         for id in 2..2 + data_nodes {
             let node = c.start_node(id, "data");
             c.data.push(node);
@@ -263,6 +277,7 @@ impl ProcCluster {
     pub fn config(&self, id: u64) -> ChronikConfig {
         let mut cfg = control_config(&self.dir, id, free_port(), vec![seed(1, self.control_port)]);
         fast_failover(&mut cfg, self.node_timeout_ms);
+        (self.tweak)(&mut cfg);
         cfg
     }
 

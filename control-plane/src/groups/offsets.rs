@@ -173,7 +173,7 @@ impl GroupCoordinator {
     /// `chronik_consumer_lag` = high watermark (as data nodes last reported it) − committed offset.
     pub(crate) fn update_lag(&self, records: &[OffsetRecord]) {
         for o in records {
-            let (_, hw, _) = self.liveness.observed(&o.topic, o.partition);
+            let hw = self.liveness.observed(&o.topic, o.partition).high_watermark;
             let lag = (hw as i64).saturating_sub(o.offset).max(0);
             CONSUMER_LAG.with_label_values(&[&o.group_id, &o.topic, &o.partition.to_string()]).set(lag);
         }

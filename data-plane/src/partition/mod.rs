@@ -1,7 +1,9 @@
 //! One partition replica: its openraft group over the WAL, its offset index, and the produce,
 //! fetch and list-offsets operations on it.
 
+mod data;
 mod retention;
+mod sequencer;
 pub mod state_machine;
 
 use std::collections::HashMap;
@@ -34,6 +36,8 @@ pub struct PartitionSpec {
     pub pool: PeerPool,
     pub chunk_size: usize,
     pub snapshot_timeout: Duration,
+    /// Followers further behind than this are out of the ISR.
+    pub lag_threshold: Duration,
 }
 
 pub struct Partition {
@@ -44,11 +48,13 @@ pub struct Partition {
     pub raft: PartitionRaft,
     pub store: WalLogStore<PartitionTypeConfig>,
     pub sm: PartitionStateMachine,
-    observer: tokio::task::JoinHandle<()>,
+    observer: RaftObserver,
+    lag_threshold: Duration,
     /// A leader that has not heard from a quorum for this long no longer acts as one.
     quorum_window: Duration,
     /// The largest batch one Raft message can carry to followers.
     max_batch_bytes: usize,
+    sequencer: sequencer::Sequencer,
 }
 
 pub fn group_name(topic: &str, partition: u32) -> String {
@@ -68,7 +74,7 @@ impl Partition {
         let store = WalLogStore::<PartitionTypeConfig>::open(&spec.dir, spec.partition, spec.wal, PurgeMode::Keep)
             .map_err(|e| storage_error(e, &format!("opening the log of {name}")))?
             .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[&name]));
-        let sm = PartitionStateMachine::open(spec.dir.join("snapshots"), store.wal().first_id())
+        let sm = PartitionStateMachine::open(&spec.dir, store.wal().clone())
             .map_err(|e| storage_error(e, &format!("loading the offset index of {name}")))?;
         let max_batch_bytes = spec.pool.max_message_size().saturating_sub(64 * 1024);
         let network = GrpcNetworkFactory::<PartitionTypeConfig>::new(
@@ -83,7 +89,7 @@ impl Partition {
         let raft = openraft::Raft::new(node_id, spec.raft, network, store.clone(), sm.clone())
             .await
             .map_err(|e| ChronikError::new(ErrorCode::Unavailable, format!("starting Raft group {name}: {e}")))?;
-        let observer = RaftObserver::spawn(name.clone(), &raft);
+        let observer = RaftObserver::spawn(name.clone(), &raft, spec.lag_threshold);
         Ok(Partition {
             topic: spec.topic,
             partition: spec.partition,
@@ -93,8 +99,10 @@ impl Partition {
             store,
             sm,
             observer,
+            lag_threshold: spec.lag_threshold,
             quorum_window,
             max_batch_bytes,
+            sequencer: Default::default(),
         })
     }
 
@@ -136,6 +144,22 @@ impl Partition {
         Ok(())
     }
 
+    /// The in-sync replicas while this replica leads: itself and the voters whose state is no
+    /// more than `cluster.raft.replica_lag_time_max_ms` stale. Empty when it does not lead.
+    pub fn isr(&self) -> Vec<u64> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        let m = self.raft.metrics().borrow_watched().clone();
+        let lag = self.observer.lag();
+        let max = self.lag_threshold.as_millis() as u64;
+        m.membership_config
+            .membership()
+            .voter_ids()
+            .filter(|v| *v == self.node_id || lag.get(v).is_some_and(|l| l.ms <= max))
+            .collect()
+    }
+
     pub fn high_watermark(&self) -> i64 {
         *self.sm.hw.borrow()
     }
@@ -160,7 +184,7 @@ impl Partition {
     /// leader. (The entry may still commit if the quorum returns, so a retry can duplicate it;
     /// the idempotent producer is what removes such duplicates.)
     pub async fn produce(&self, batch_bytes: Bytes) -> Result<DataResponse, ChronikError> {
-        batch::validate(&batch_bytes)?;
+        let info = batch::validate(&batch_bytes)?;
         if batch_bytes.len() > self.max_batch_bytes {
             return Err(ChronikError::new(
                 ErrorCode::MessageTooLarge,
@@ -173,6 +197,15 @@ impl Partition {
         }
         if !self.is_leader() {
             return Err(self.not_leader());
+        }
+        if info.producer_id >= 0 {
+            let term = self.raft.metrics().borrow_watched().current_term;
+            let committed = || {
+                let idx = self.sm.lock();
+                let p = idx.producers.get(&info.producer_id)?;
+                p.recent.back().map(|(_, last, _)| (p.epoch, *last))
+            };
+            self.sequencer.admit(term, &info, committed).await;
         }
         let write = self.raft.client_write(DataCommand::Append { batch: batch_bytes });
         tokio::pin!(write);
@@ -224,9 +257,9 @@ impl Partition {
         };
         let offsets: HashMap<u64, i64> = selected.iter().map(|b| (b.log_index, b.base_offset)).collect();
         let records = self
-            .store
-            .wal()
-            .read(first.log_index, last.log_index + 1, usize::MAX)
+            .sm
+            .data
+            .read(first.log_index, last.log_index)
             .map_err(|e| storage_error(e, &format!("reading {}", self.name)))?;
         let mut out = BytesMut::with_capacity(selected.iter().map(|b| b.bytes as usize).sum());
         let mut found = 0usize;
@@ -302,6 +335,6 @@ impl Partition {
             tracing::warn!(target: "chronik_raft", partition = %self.name, "Raft group did not stop cleanly: {e}");
         }
         self.observer.abort();
-        self.store.wal().close();
+        self.sm.data.close();
     }
 }

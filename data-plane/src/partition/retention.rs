@@ -23,7 +23,7 @@ pub struct Trimmed {
 impl Partition {
     /// First log index to keep, by time and size, among fully applied closed segments.
     fn retention_cut(&self, retention_ms: i64, retention_bytes: i64, now_ms: i64) -> Option<(u64, usize, u64)> {
-        let segs = self.store.wal().segments();
+        let segs = self.sm.data.spans();
         let applied = self.sm.lock().applied.map(|l| l.index)?;
         let total: u64 = segs.iter().map(|s| s.bytes).sum();
         let idx = self.sm.lock();
@@ -31,7 +31,7 @@ impl Partition {
         let mut cut = None;
         // Never the last (active) segment.
         for (n, seg) in segs.iter().enumerate().take(segs.len().saturating_sub(1)) {
-            let (Some(first), Some(last)) = (seg.first_id, seg.last_id) else { continue };
+            let (first, last) = (seg.first, seg.last);
             if last > applied {
                 break;
             }
@@ -65,7 +65,9 @@ impl Partition {
         };
         let unavailable =
             |e: openraft::error::Fatal<_>| ChronikError::new(ErrorCode::Unavailable, format!("{}: {e}", self.name));
-        // Raft must have a snapshot covering the cut before it may forget the entries.
+        // Raft must have a snapshot covering the cut before it may forget the entries; it
+        // keeps what is above the cut, for followers that lag behind.
+        self.sm.retain_from(cut);
         self.raft.trigger().snapshot().await.map_err(unavailable)?;
         let mut rx = self.raft.metrics();
         let wait = async {
@@ -97,13 +99,14 @@ impl Partition {
         if !tokio::time::timeout(Duration::from_secs(30), purged).await.unwrap_or(false) {
             return Ok(None);
         }
-        self.store
-            .wal()
+        self.sm
+            .data
             .purge_before(cut)
             .map_err(|e| ChronikError::new(ErrorCode::StorageError, format!("retention on {}: {e}", self.name)))?;
         let log_start_offset = {
             let mut idx = self.sm.lock();
             idx.trim_below(cut);
+            idx.archive = self.sm.data.archive_name(cut);
             idx.log_start_offset
         };
         tracing::info!(target: "chronik_server", partition = %self.name, "Retention deleted {segments} segment(s), {bytes} bytes; log start offset is now {log_start_offset}");

@@ -1,11 +1,14 @@
 //! A partition's state machine: assigns Kafka offsets to batches as their entries are applied
 //! and keeps the index from offsets to log entries that fetch reads through.
 //!
-//! The data itself stays in the Raft log (the WAL). The index is rebuilt on start by applying
-//! the log again, which openraft does because this state machine reports nothing applied.
+//! The data itself stays in the Raft log (the WAL, see `data.rs`). On start the index comes
+//! from the latest snapshot and openraft applies the rest of the log again. A snapshot is the
+//! index plus hard links to the segments it points into, so a follower that missed entries
+//! retention has since deleted receives them with it.
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chronik_raft::service::SnapshotFiles;
@@ -15,6 +18,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
+use super::data::PartitionData;
 use crate::batch::{self, BatchInfo};
 use crate::types::{DataCommand, DataResponse, PartitionTypeConfig};
 use chronik_shared::error::ErrorCode;
@@ -48,7 +52,7 @@ enum Check {
     Reject(ErrorCode, String),
 }
 
-#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PartitionIndex {
     pub applied: Option<LogIdOf<C>>,
     pub membership: StoredMembershipOf<C>,
@@ -58,6 +62,9 @@ pub struct PartitionIndex {
     /// Idempotent producers by producer id.
     #[serde(default)]
     pub producers: std::collections::BTreeMap<i64, ProducerState>,
+    /// The archive of received segments that `batches` point into, if any (`data.rs`).
+    #[serde(default)]
+    pub archive: Option<String>,
 }
 
 impl PartitionIndex {
@@ -127,6 +134,8 @@ impl PartitionIndex {
 }
 
 const CURRENT: &str = "current.json";
+const INDEX_FILE: &str = "index.json";
+const SNAPSHOT_PREFIX: &str = "snap-";
 
 #[derive(Clone)]
 pub struct PartitionStateMachine {
@@ -136,31 +145,64 @@ pub struct PartitionStateMachine {
     current: Arc<Mutex<Option<SnapshotOf<C, SnapshotFiles>>>>,
     /// The high watermark (next offset after the last applied batch), for long polls.
     pub hw: watch::Sender<i64>,
+    pub data: PartitionData,
+    /// The first log index the next snapshot keeps (retention sets it before asking for one).
+    retain_from: Arc<AtomicU64>,
 }
 
 impl PartitionStateMachine {
-    pub fn new(snapshot_dir: PathBuf) -> Self {
+    /// Opens the state machine of the partition in `dir` whose log is `wal`: the index of the
+    /// latest snapshot, if any, trimmed to the entries still stored. openraft replays the rest.
+    pub fn open(dir: &std::path::Path, wal: chronik_shared::wal::Wal) -> io::Result<Self> {
+        let snapshot_dir = dir.join("snapshots");
+        let current_path = snapshot_dir.join(CURRENT);
         let (hw, _) = watch::channel(0);
-        Self { index: Arc::default(), hw, snapshot_dir, current: Arc::default() }
-    }
-
-    /// Opens the state machine from its latest snapshot, if any: the index as of that point,
-    /// trimmed to the entries the log still has (`first_index`). openraft replays the rest.
-    pub fn open(snapshot_dir: PathBuf, first_index: Option<u64>) -> io::Result<Self> {
-        let sm = Self::new(snapshot_dir);
-        let Ok(bytes) = std::fs::read(sm.snapshot_dir.join(CURRENT)) else { return Ok(sm) };
-        let (meta, files): (SnapshotMetaOf<C>, SnapshotFiles) = serde_json::from_slice(&bytes).map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", sm.snapshot_dir.join(CURRENT).display()))
-        })?;
-        let mut index: PartitionIndex = serde_json::from_slice(&files.read_single("partition index")?)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("partition snapshot index: {e}")))?;
-        if let Some(first) = first_index {
+        let (index, current) = match std::fs::read(&current_path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (PartitionIndex::default(), None),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", current_path.display()))),
+            Ok(bytes) => {
+                let (meta, files): (SnapshotMetaOf<C>, SnapshotFiles) =
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", current_path.display()))
+                    })?;
+                (read_index(&files)?, Some(openraft::Snapshot { meta, snapshot: files }))
+            }
+        };
+        let data = PartitionData::open(dir, wal, index.archive.as_deref())?;
+        let mut index = index;
+        if let Some(first) = data.first_id() {
             index.trim_below(first);
         }
-        sm.hw.send_replace(index.next_offset);
-        *sm.index.lock().unwrap_or_else(|p| p.into_inner()) = index;
-        *sm.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(openraft::Snapshot { meta, snapshot: files });
-        Ok(sm)
+        hw.send_replace(index.next_offset);
+        Ok(Self {
+            index: Arc::new(Mutex::new(index)),
+            snapshot_dir,
+            current: Arc::new(Mutex::new(current)),
+            hw,
+            data,
+            retain_from: Arc::default(),
+        })
+    }
+
+    /// The next snapshot keeps log entries from `first` on (retention is about to delete the
+    /// rest).
+    pub fn retain_from(&self, first: u64) {
+        self.retain_from.store(first, Ordering::SeqCst);
+    }
+
+    /// Makes `snapshot` the current one, durably, and removes the snapshot directories it
+    /// replaces.
+    fn set_current(&self, snapshot: SnapshotOf<C, SnapshotFiles>) -> io::Result<()> {
+        chronik_raft::log_store::write_json_atomic(&self.snapshot_dir, CURRENT, &(&snapshot.meta, &snapshot.snapshot))?;
+        let keep = snapshot.snapshot.dir.clone();
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
+        for e in std::fs::read_dir(&self.snapshot_dir)?.flatten() {
+            let stale = e.file_name().to_string_lossy().starts_with(SNAPSHOT_PREFIX) && e.path() != keep;
+            if stale {
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+        Ok(())
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, PartitionIndex> {
@@ -267,16 +309,11 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotFiles) -> Result<(), io::Error> {
-        let mut index: PartitionIndex = serde_json::from_slice(&snapshot.read_single("partition index")?)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("partition snapshot index: {e}")))?;
-        index.applied = meta.last_log_id;
-        index.membership = meta.last_membership.clone();
-        let hw = index.next_offset;
-        *self.lock() = index;
-        self.hw.send_replace(hw);
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(openraft::Snapshot { meta: meta.clone(), snapshot });
-        Ok(())
+        let sm = self.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || sm.install_blocking(meta, snapshot))
+            .await
+            .map_err(|e| io::Error::other(format!("installing a partition snapshot: {e}")))?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotFiles>>, io::Error> {
@@ -287,22 +324,82 @@ impl RaftStateMachine<C> for PartitionStateMachine {
 impl RaftSnapshotBuilder<C> for PartitionStateMachine {
     type SnapshotData = SnapshotFiles;
 
-    /// A snapshot of the offset index. The batches stay in the WAL segments; sending those to
-    /// a follower that lost them is replication's job (design §4).
+    /// The offset index from `retain_from` on, with hard links to the segment files holding
+    /// its entries (design §4).
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotFiles>, io::Error> {
-        let (bytes, meta) = {
+        let sm = self.clone();
+        tokio::task::spawn_blocking(move || sm.build_blocking())
+            .await
+            .map_err(|e| io::Error::other(format!("building a partition snapshot: {e}")))?
+    }
+}
+
+impl PartitionStateMachine {
+    fn build_blocking(&self) -> io::Result<SnapshotOf<C, SnapshotFiles>> {
+        let from = self.retain_from.load(Ordering::SeqCst);
+        let (index, meta) = {
             let idx = self.lock();
             let meta = SnapshotMetaOf::<C> { last_log_id: idx.applied, last_membership: idx.membership.clone() };
-            (serde_json::to_vec(&*idx).map_err(io::Error::other)?, meta)
+            let mut index = idx.clone();
+            index.trim_below(from);
+            index.archive = self.data.archive_name(from);
+            (index, meta)
         };
-        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
-        let name = format!("index_{index:08}.json");
-        let snapshot =
-            openraft::Snapshot { meta, snapshot: SnapshotFiles::write_single(&self.snapshot_dir, &name, &bytes)? };
-        chronik_raft::log_store::write_json_atomic(&self.snapshot_dir, CURRENT, &(&snapshot.meta, &snapshot.snapshot))?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
+        let last = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let dir = self.snapshot_dir.join(format!("{SNAPSHOT_PREFIX}{last:020}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut files =
+            SnapshotFiles::write_single(&dir, INDEX_FILE, &serde_json::to_vec(&index).map_err(io::Error::other)?)?;
+        if let Some(first) = index.batches.first().map(|b| b.log_index) {
+            let stream = self.data.wal().stream();
+            for (seq, (path, len)) in self.data.files_through(first, last).into_iter().enumerate() {
+                let name = chronik_shared::wal::segment_file_name(stream, seq as u64 + 1);
+                std::fs::hard_link(&path, dir.join(&name)).map_err(|e| {
+                    io::Error::new(e.kind(), format!("linking {} into a snapshot: {e}", path.display()))
+                })?;
+                files.files.push((name, len));
+            }
+            std::fs::File::open(&dir)?.sync_all()?;
+        }
+        let snapshot = openraft::Snapshot { meta, snapshot: files };
+        self.set_current(snapshot.clone())?;
         Ok(snapshot)
     }
+
+    /// Moves the received snapshot next to this partition's own, makes its segments the
+    /// archive, and only then (with the index durable) drops what it replaces.
+    fn install_blocking(&self, meta: SnapshotMetaOf<C>, received: SnapshotFiles) -> io::Result<()> {
+        let mut index = read_index(&received)?;
+        let last = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let dir = self.snapshot_dir.join(format!("{SNAPSHOT_PREFIX}{last:020}"));
+        std::fs::create_dir_all(&self.snapshot_dir)?;
+        if dir != received.dir {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&received.dir, &dir)?;
+            std::fs::File::open(&self.snapshot_dir)?.sync_all()?;
+        }
+        let files = SnapshotFiles { dir, files: received.files };
+        let segments: Vec<String> = files.files.iter().skip(1).map(|(n, _)| n.clone()).collect();
+        let replaced = self.data.adopt(&files.dir, &segments, last)?;
+        index.archive = self.data.archive_name(0);
+        index.applied = meta.last_log_id;
+        index.membership = meta.last_membership.clone();
+        let hw = index.next_offset;
+        let snapshot = openraft::Snapshot { meta, snapshot: files };
+        // Durable before the old archive goes: a crash in between restarts from this index.
+        self.set_current(snapshot)?;
+        *self.lock() = index;
+        self.hw.send_replace(hw);
+        self.data.retire(replaced, last)?;
+        tracing::info!(target: "chronik_raft", "Installed a partition snapshot through log index {last} ({} segment file(s))", segments.len());
+        Ok(())
+    }
+}
+
+fn read_index(files: &SnapshotFiles) -> io::Result<PartitionIndex> {
+    serde_json::from_slice(&files.read_single("partition index")?).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("partition snapshot index in {}: {e}", files.dir.display()))
+    })
 }
 
 fn last_sequence(info: &BatchInfo) -> i32 {

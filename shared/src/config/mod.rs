@@ -154,6 +154,9 @@ pub struct RaftConfig {
     pub snapshot_log_size_threshold: u64,
     /// Bytes per InstallSnapshot chunk; must be below `cluster.network.max_message_size`.
     pub max_snapshot_chunk_size: u64,
+    /// A follower whose state has been stale this long leaves the ISR and is logged as lagging
+    /// (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -166,6 +169,7 @@ impl Default for RaftConfig {
             enable_pipeline: true,
             snapshot_log_size_threshold: 100_000,
             max_snapshot_chunk_size: 1_048_576,
+            replica_lag_time_max_ms: 10_000,
         }
     }
 }

@@ -166,6 +166,7 @@ impl ChronikConfig {
         positive("cluster.raft.max_in_flight", r.max_in_flight, "1000")?;
         positive("cluster.raft.snapshot_log_size_threshold", r.snapshot_log_size_threshold, "100000")?;
         positive("cluster.raft.max_snapshot_chunk_size", r.max_snapshot_chunk_size, "1048576")?;
+        positive("cluster.raft.replica_lag_time_max_ms", r.replica_lag_time_max_ms, "10000")?;
 
         let n = &c.network;
         positive("cluster.network.request_timeout_ms", n.request_timeout_ms, "10000")?;

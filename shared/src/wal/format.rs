@@ -12,7 +12,8 @@ pub(crate) const HEADER_LEN: u64 = 16;
 pub(crate) const FRAME_HEADER_LEN: u64 = 16;
 pub(crate) const MAX_PAYLOAD: u64 = u32::MAX as u64;
 
-pub(crate) fn segment_file_name(stream: u32, seq: u64) -> String {
+/// The name of segment `seq` of `stream`: what [`Wal::open`](super::Wal::open) looks for.
+pub fn segment_file_name(stream: u32, seq: u64) -> String {
     format!("wal_{stream}_{seq:08}.log")
 }
 

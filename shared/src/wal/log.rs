@@ -290,6 +290,28 @@ impl Wal {
         Ok(freed)
     }
 
+    /// The segment files that hold records `from..=to`, each with the length of its prefix
+    /// that ends with the last of those records, for hard-linking into a snapshot.
+    ///
+    /// Records up to `to` are committed and never rewritten, so such a prefix stays valid
+    /// while the log goes on appending to (or truncating the uncommitted tail of) the file.
+    pub fn files_through(&self, from: u64, to: u64) -> Vec<(PathBuf, u64)> {
+        let st = self.inner.read_state();
+        let mut out = Vec::new();
+        if from > to {
+            return out;
+        }
+        for seg in &st.segments[st.segment_reaching(from)..] {
+            let Some(&first) = seg.ids.first() else { break };
+            if first > to {
+                break;
+            }
+            let end = seg.ids.partition_point(|&id| id <= to);
+            out.push((seg.file.path.clone(), seg.frame_end(end - 1)));
+        }
+        out
+    }
+
     pub fn segments(&self) -> Vec<SegmentInfo> {
         let st = self.inner.read_state();
         st.segments

@@ -31,6 +31,7 @@ mod tools;
 #[cfg(test)]
 mod tests;
 
+pub use format::segment_file_name;
 pub use log::Wal;
 pub use tools::{SegmentStats, VerifiedFile, VerifyReport, WalStats, dump_path, stats_path, verify_path};
 
