@@ -1,7 +1,11 @@
 //! `chronik-server` as a library: each role started from its config, and standalone mode
 //! (all three roles in one process), used by the binary and by the integration tests alike.
+//! `admin_auth.rs` decides which key guards the admin routes (standalone makes its own).
+
+pub mod admin_auth;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chronik_control_plane::ControlNode;
@@ -19,6 +23,8 @@ pub struct Standalone {
     pub kafka_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// `data_dir/admin.token`, when standalone made its own admin API key (no key in `[auth]`).
+    pub admin_token_file: Option<PathBuf>,
     control: ControlNode,
     data: DataNode,
     gateway: Gateway,
@@ -34,6 +40,7 @@ async fn bind(addr: SocketAddr, what: &str, key: &str) -> Result<TcpListener, St
 
 impl Standalone {
     pub async fn start(mut cfg: ChronikConfig) -> Result<Standalone, String> {
+        let (auth, admin_token_file) = admin_auth::standalone_auth(&cfg).map_err(|e| e.to_string())?;
         let grpc_l = bind(cfg.listeners.grpc, "gRPC", "listeners.grpc").await?;
         let kafka_l = bind(cfg.listeners.kafka, "Kafka", "listeners.kafka").await?;
         let http_l = http::bind(cfg.listeners.http).await?;
@@ -81,11 +88,24 @@ impl Standalone {
             }),
         );
         let (http_tx, http_rx) = oneshot::channel::<()>();
-        let http = http::serve(http_l, http::router(status), async move {
+        let http = http::serve(http_l, http::router(status, &auth), async move {
             let _ = http_rx.await;
         });
         tracing::info!(target: "chronik_server", "Chronik standalone ready: Kafka on {kafka_addr}, HTTP on {http_addr}, gRPC on {grpc_addr}, data in {}", cfg.node.data_dir.display());
-        Ok(Standalone { kafka_addr, http_addr, grpc_addr, control, data, gateway, grpc, http: (http_tx, http) })
+        if let Some(path) = &admin_token_file {
+            tracing::info!(target: "chronik_server", "Admin API token (role admin) is in {}: curl -H \"Authorization: Bearer $(cat {})\" http://{http_addr}/admin/node/info", path.display(), path.display());
+        }
+        Ok(Standalone {
+            kafka_addr,
+            http_addr,
+            grpc_addr,
+            admin_token_file,
+            control,
+            data,
+            gateway,
+            grpc,
+            http: (http_tx, http),
+        })
     }
 
     pub async fn shutdown(self) {
@@ -100,6 +120,7 @@ impl Standalone {
 
 /// Runs one role until Ctrl-C / SIGTERM.
 pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
+    let auth = admin_auth::role_auth(&cfg).map_err(|e| e.to_string())?;
     let http_l = http::bind(cfg.listeners.http).await?;
     let status = NodeStatus::new(
         cfg.node.id,
@@ -110,7 +131,7 @@ pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
         }],
     );
     let (http_tx, http_rx) = oneshot::channel::<()>();
-    let http = http::serve(http_l, http::router(status), async move {
+    let http = http::serve(http_l, http::router(status, &auth), async move {
         let _ = http_rx.await;
     });
     match role {

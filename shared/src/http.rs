@@ -1,5 +1,6 @@
-//! The HTTP endpoints every process serves (design §1): `/health`, `/metrics` and
-//! `/admin/node/info`. Roles add their checks; the gateway adds the admin API on top.
+//! The HTTP endpoints every process serves (design §1): `/health` and `/metrics` (open), and
+//! `/admin/node/info` (the `viewer` role, see [`crate::auth`]). Roles add their checks; the
+//! gateway adds the admin API on top, each route group behind [`Auth::require`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -13,6 +14,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::json;
+
+use crate::auth::{Auth, Role};
 
 /// One named health check: `Ok(detail)` or `Err(reason)`.
 pub type Check = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
@@ -85,13 +88,10 @@ async fn node_info(State(s): State<NodeStatus>) -> impl IntoResponse {
     }))
 }
 
-/// The routes every process serves; roles merge more into it.
-pub fn router(status: NodeStatus) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/admin/node/info", get(node_info))
-        .with_state(status)
+/// The routes every process serves; roles merge more into it. `/admin/*` goes through `auth`.
+pub fn router(status: NodeStatus, auth: &Auth) -> Router {
+    let admin = auth.require(Role::Viewer, Router::new().route("/admin/node/info", get(node_info)));
+    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).merge(admin).with_state(status)
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

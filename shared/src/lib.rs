@@ -3,9 +3,12 @@
 //! - `config/`: the layered configuration (defaults → TOML → `CHRONIK_*` env → flags) and its validation.
 //! - `wal/`: the segmented, CRC32C-framed write-ahead log with group commit (design §5).
 //! - `raft_store/`: an openraft log store on top of the WAL, used by the control and data planes.
+//! - `auth/`: JWT authentication of the admin REST API: roles, key loading, the route-group
+//!   middleware, token minting.
 //! - `error.rs`: the one table of error codes, with its conversions to gRPC status and HTTP.
 //! - `telemetry.rs`: tracing setup and the Prometheus registry.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
