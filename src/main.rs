@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use chronik_shared::auth::{self, Role, Signer, Verifier};
 use chronik_shared::config::{ChronikConfig, ConfigSources};
 use clap::{Parser, Subcommand};
 
@@ -70,6 +72,21 @@ enum AdminCmd {
         /// The node's data directory, when not given by --config.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Mint an admin REST API token (JWT) with the key of [auth] and print it, e.g.
+    /// `--role operator --ttl 7d --config /etc/chronik/chronik.toml`.
+    Token {
+        /// viewer, operator or admin.
+        #[arg(long, value_parser = |s: &str| s.parse::<Role>())]
+        role: Role,
+        /// How long the token is valid: e.g. 30m, 1h, 7d (at most 3650d).
+        #[arg(long, default_value = "1h", value_parser = auth::parse_ttl)]
+        ttl: Duration,
+        /// The EdDSA/RS256 private key (PEM) matching auth.jwt_public_key_file.
+        #[arg(long)]
+        private_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        args: RoleArgs,
     },
 }
 
@@ -162,6 +179,11 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{report}");
             Ok(())
         }
+        Command::Admin { cmd: AdminCmd::Token { role, ttl, private_key_file, args } } => {
+            let cfg = load(&args, None)?;
+            println!("{}", admin_token(&cfg, role, ttl, private_key_file)?);
+            Ok(())
+        }
         Command::Standalone { args, data_dir } => {
             let mut base = ChronikConfig::standalone_defaults();
             if let Some(d) = data_dir {
@@ -188,6 +210,27 @@ fn run(cli: Cli) -> Result<(), String> {
             runtime()?.block_on(chronik_server::run_role("gateway", cfg))
         }
     }
+}
+
+/// A token signed with `[auth]`'s HS256 secret or `private_key`, checked against the key the
+/// servers verify with before it is handed out.
+fn admin_token(cfg: &ChronikConfig, role: Role, ttl: Duration, private_key: Option<PathBuf>) -> Result<String, String> {
+    let signer = match &private_key {
+        Some(path) => Signer::from_private_key_file(path, &cfg.auth),
+        None => Signer::from_config(&cfg.auth),
+    }
+    .map_err(|e| e.to_string())?;
+    let token = auth::mint(&signer, role, ttl).map_err(|e| e.to_string())?;
+    match Verifier::from_config(&cfg.auth).map_err(|e| e.to_string())? {
+        Some(verifier) => {
+            verifier.verify(&token).map_err(|e| auth::AuthError::SelfCheck(e.0).to_string())?;
+        }
+        None => eprintln!(
+            "note: [auth] names no key, so this token could not be checked; servers need \
+             auth.jwt_public_key_file with the public key matching the private key"
+        ),
+    }
+    Ok(token)
 }
 
 fn debug(cmd: DebugCmd) -> Result<(), String> {
