@@ -333,11 +333,12 @@ impl Default for KafkaConfig {
     }
 }
 
-/// `[auth]`: JWT verification for the admin REST API.
+/// `[auth]`: JWT verification for the admin REST API (see [`crate::auth`]). With neither key
+/// file, admin routes answer 401; standalone then makes its own key in `data_dir/auth/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// File holding the HS256 shared secret.
+    /// File holding the HS256 shared secret (at least 32 bytes; one trailing newline is ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
     /// PEM file with an EdDSA or RS256 public key (alternative to the HS256 secret).
