@@ -88,12 +88,18 @@ fn create_secret(path: &Path) -> Result<(), LocalAuthError> {
     write_private(path, hex.as_bytes())
 }
 
+/// Creates `dir` with mode 0700 (its parents, such as `data_dir`, with the usual mode).
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
     let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    match builder.create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
 }
 
 /// Writes `body` to `path` with mode 0600: into a temporary file, synced, then renamed.

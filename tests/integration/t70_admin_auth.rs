@@ -58,6 +58,9 @@ async fn standalone_makes_its_key_and_an_admin_token_that_opens_node_info() {
     assert_eq!(mode(&token_file), 0o600, "admin.token must be private");
     assert_eq!(mode(&secret_file), 0o600, "the secret must be private");
     assert_eq!(mode(secret_file.parent().expect("auth dir")), 0o700);
+    let usual = dir.path().join("usual");
+    std::fs::create_dir(&usual).expect("mkdir");
+    assert_eq!(mode(&data), mode(&usual), "data_dir itself keeps the usual mode");
     let token = std::fs::read_to_string(&token_file).expect("admin.token").trim().to_string();
     let secret = std::fs::read(&secret_file).expect("secret");
 
