@@ -22,6 +22,7 @@ pub(crate) fn spawn(svc: ControlServiceImpl, every: Duration, grace: Duration) -
             if svc.ensure_leader().is_err() {
                 continue;
             }
+            svc.reassign_round(grace).await;
             round(&svc, grace).await;
         }
     })

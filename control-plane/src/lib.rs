@@ -15,6 +15,7 @@ pub mod liveness;
 pub mod membership;
 pub mod node;
 pub mod placement;
+mod reassign;
 pub mod recovery;
 pub mod schema;
 pub mod service;

@@ -23,6 +23,9 @@ pub struct Observed {
     pub high_watermark: u64,
     pub log_start_offset: u64,
     pub isr: Vec<u64>,
+    /// The partition's Raft membership as its leader has it.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
 
 #[derive(Clone)]
@@ -49,6 +52,13 @@ impl Liveness {
         if let Some(r) = replicas {
             entry.replicas = r;
         }
+    }
+
+    /// Whether live node `node_id` reported running a replica of the partition.
+    pub fn hosts(&self, node_id: u64, topic: &str, partition: u32) -> bool {
+        self.get(node_id).is_some_and(|s| {
+            s.at.elapsed() < self.timeout && s.replicas.iter().any(|r| r.topic == topic && r.partition == partition)
+        })
     }
 
     pub fn is_alive(&self, node_id: u64) -> bool {
@@ -79,6 +89,8 @@ impl Liveness {
                         high_watermark: r.high_watermark,
                         log_start_offset: r.log_start_offset,
                         isr: r.isr.clone(),
+                        voters: r.voters.clone(),
+                        learners: r.learners.clone(),
                     };
                 }
             }

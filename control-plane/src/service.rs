@@ -49,7 +49,7 @@ pub fn validate_topic_name(name: &str) -> Result<(), ChronikError> {
 }
 
 impl ControlServiceImpl {
-    async fn write(&self, cmd: ControlCommand) -> Result<ControlResponse, ChronikError> {
+    pub(crate) async fn write(&self, cmd: ControlCommand) -> Result<ControlResponse, ChronikError> {
         let resp = self.raft.client_write(cmd).await.map_err(|e| write_error(e, "__meta"))?;
         match resp.data {
             ControlResponse::Rejected { code, message } => {
@@ -79,7 +79,7 @@ impl ControlServiceImpl {
             .nodes()
             .map_err(internal)?
             .into_iter()
-            .filter(|n| n.role == Role::Data && self.liveness.is_alive(n.node_id))
+            .filter(|n| n.role == Role::Data && !n.draining && self.liveness.is_alive(n.node_id))
             .collect();
         nodes.sort_by_key(|n| n.node_id);
         Ok(nodes)
@@ -95,10 +95,17 @@ impl ControlServiceImpl {
         let mut out = Vec::new();
         for t in topics {
             for (p, replicas) in t.assignments.iter().enumerate() {
-                if node_id.is_some_and(|id| !replicas.contains(&id)) {
+                // A node a replica is moving off keeps hearing of the partition until the
+                // leader has removed it from the group; then the omission deletes its copy.
+                let leaving = |id: u64| {
+                    self.liveness.hosts(id, &t.name, p as u32)
+                        && self.liveness.observed(&t.name, p as u32).voters.contains(&id)
+                };
+                if node_id.is_some_and(|id| !replicas.contains(&id) && !leaving(id)) {
                     continue;
                 }
                 out.push(PartitionAssignment {
+                    founder: t.founder(p as u32),
                     topic: t.name.clone(),
                     topic_id: bytes::Bytes::copy_from_slice(t.topic_id.as_bytes()),
                     partition: p as u32,
@@ -112,7 +119,7 @@ impl ControlServiceImpl {
 
     /// Tells the data nodes of `topic` about their new replicas at once rather than at their
     /// next heartbeat, so a topic is writable right after it is created.
-    fn push_assignments(&self, topic: &TopicRecord) {
+    pub(crate) fn push_assignments(&self, topic: &TopicRecord) {
         let Ok(all) = self.assignments_for(None, std::slice::from_ref(topic)) else { return };
         let Ok(nodes) = self.sm.nodes() else { return };
         let max = self.max_message_size;
@@ -188,7 +195,7 @@ impl ControlService for ControlServiceImpl {
             _ => return Err(Status::invalid_argument("only data nodes and gateways register")),
         };
         self.ensure_leader()?;
-        let rec = NodeRecord { node_id: node.node_id, role, addr: node.addr, rack: node.rack };
+        let rec = NodeRecord { node_id: node.node_id, role, addr: node.addr, rack: node.rack, draining: false };
         let known = self.sm.nodes().map_err(internal)?.into_iter().any(|n| n == rec);
         if !known {
             self.write(ControlCommand::RegisterNode(rec.clone())).await?;
@@ -243,6 +250,7 @@ impl ControlService for ControlServiceImpl {
             replication_factor: req.replication_factor,
             configs: req.configs.into_iter().collect::<BTreeMap<_, _>>(),
             assignments,
+            moved: Default::default(),
         };
         if req.validate_only {
             return Ok(Response::new(CreateTopicResponse { topic: Some(self.topic_info(&record)) }));
@@ -317,6 +325,31 @@ impl ControlService for ControlServiceImpl {
             data_nodes: nodes.iter().filter(|n| n.role == Role::Data).map(|n| self.node_info(n)).collect(),
             gateways: nodes.iter().filter(|n| n.role == Role::Gateway).map(|n| self.node_info(n)).collect(),
             control_leader: m.current_leader,
+        }))
+    }
+
+    async fn decommission_node(
+        &self,
+        request: Request<DecommissionNodeRequest>,
+    ) -> Result<Response<DecommissionNodeResponse>, Status> {
+        let id = request.into_inner().node_id;
+        self.ensure_leader()?;
+        let node = self.sm.nodes().map_err(internal)?.into_iter().find(|n| n.node_id == id && n.role == Role::Data);
+        let Some(node) = node else {
+            return Err(ChronikError::new(
+                ErrorCode::InvalidRequest,
+                format!("node {id} is not a registered data node"),
+            )
+            .into());
+        };
+        if !node.draining {
+            self.write(ControlCommand::SetDraining { node_id: id, draining: true }).await?;
+            tracing::info!(target: "chronik_cluster", "Decommissioning data node {id}: its replicas move to the other data nodes");
+        }
+        let (in_flight, remaining) = self.move_progress(&self.sm.topics().map_err(internal)?, Some(id));
+        Ok(Response::new(DecommissionNodeResponse {
+            remaining_replicas: remaining as u32,
+            moves_in_flight: in_flight as u32,
         }))
     }
 

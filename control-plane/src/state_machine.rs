@@ -234,8 +234,47 @@ impl ControlStateMachine {
         let rejected = |code: ErrorCode, message: String| ControlResponse::Rejected { code: code.id(), message };
         Ok(match cmd {
             ControlCommand::RegisterNode(n) => {
-                nodes.insert(n.node_id, encode(n)?.as_slice()).map_err(db_err)?;
+                // A node that restarts while being decommissioned stays decommissioning.
+                let existing = nodes.get(n.node_id).map_err(db_err)?.map(|v| decode::<NodeRecord>(v.value()));
+                let draining = match existing {
+                    Some(e) => e?.draining,
+                    None => false,
+                };
+                let n = NodeRecord { draining: n.draining || draining, ..n.clone() };
+                nodes.insert(n.node_id, encode(&n)?.as_slice()).map_err(db_err)?;
                 ControlResponse::Ok
+            }
+            ControlCommand::SetDraining { node_id, draining } => {
+                let existing = nodes.get(*node_id).map_err(db_err)?.map(|v| decode::<NodeRecord>(v.value()));
+                match existing {
+                    Some(n) => {
+                        let n = NodeRecord { draining: *draining, ..n? };
+                        nodes.insert(*node_id, encode(&n)?.as_slice()).map_err(db_err)?;
+                        ControlResponse::Ok
+                    }
+                    None => rejected(ErrorCode::InvalidRequest, format!("node {node_id} is not registered")),
+                }
+            }
+            ControlCommand::MoveReplicas { topic, partition, replicas } => {
+                let existing = topics.get(topic.as_str()).map_err(db_err)?.map(|v| decode::<TopicRecord>(v.value()));
+                match existing {
+                    Some(t) => {
+                        let mut t = t?;
+                        match t.assignments.get_mut(*partition as usize) {
+                            Some(r) => {
+                                *r = replicas.clone();
+                                t.moved.insert(*partition);
+                                topics.insert(topic.as_str(), encode(&t)?.as_slice()).map_err(db_err)?;
+                                ControlResponse::Topic(t)
+                            }
+                            None => rejected(
+                                ErrorCode::UnknownTopicOrPartition,
+                                format!("topic {topic} has no partition {partition}"),
+                            ),
+                        }
+                    }
+                    None => rejected(ErrorCode::UnknownTopicOrPartition, format!("topic {topic} does not exist")),
+                }
             }
             // Applied with the `meta` table, in `apply`.
             ControlCommand::AllocateProducerId => ControlResponse::Ok,

@@ -1,6 +1,6 @@
 //! The `__meta` group's type config and the records its state machine keeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 
@@ -33,6 +33,9 @@ pub struct NodeRecord {
     pub addr: String,
     #[serde(default)]
     pub rack: String,
+    /// Being decommissioned: no new replicas, and its replicas move away.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +46,20 @@ pub struct TopicRecord {
     pub configs: BTreeMap<String, String>,
     /// Desired replicas of each partition, by partition number.
     pub assignments: Vec<Vec<u64>>,
+    /// Partitions whose replicas have been changed since creation: their Raft group exists,
+    /// so no node forms it again.
+    #[serde(default)]
+    pub moved: BTreeSet<u32>,
+}
+
+impl TopicRecord {
+    /// The node that forms partition `p`'s Raft group: its first replica, until it moved.
+    pub fn founder(&self, p: u32) -> u64 {
+        if self.moved.contains(&p) {
+            return 0;
+        }
+        self.assignments.get(p as usize).and_then(|r| r.first().copied()).unwrap_or(0)
+    }
 }
 
 /// A consumer group as persisted: what a new leader needs to carry the group on after a
@@ -125,6 +142,17 @@ pub enum ControlCommand {
         group_id: String,
         partitions: Vec<(String, u32)>,
     },
+    /// New desired replicas of one partition (decided by the leader's reassigner).
+    MoveReplicas {
+        topic: String,
+        partition: u32,
+        replicas: Vec<u64>,
+    },
+    /// Starts (or cancels) the decommissioning of a data node.
+    SetDraining {
+        node_id: u64,
+        draining: bool,
+    },
 }
 
 impl fmt::Display for ControlCommand {
@@ -143,6 +171,10 @@ impl fmt::Display for ControlCommand {
             ControlCommand::DeleteOffsets { group_id, partitions } => {
                 write!(f, "delete {} offsets of group {group_id}", partitions.len())
             }
+            ControlCommand::MoveReplicas { topic, partition, replicas } => {
+                write!(f, "move {topic}-{partition} to replicas {replicas:?}")
+            }
+            ControlCommand::SetDraining { node_id, draining } => write!(f, "set node {node_id} draining={draining}"),
         }
     }
 }

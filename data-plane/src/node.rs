@@ -63,6 +63,7 @@ impl DataInner {
             .iter()
             .map(|p| {
                 let is_leader = p.is_leader();
+                let members = is_leader.then(|| p.members());
                 ReplicaStatus {
                     topic: p.topic.clone(),
                     partition: p.partition,
@@ -70,6 +71,8 @@ impl DataInner {
                     high_watermark: p.high_watermark().max(0) as u64,
                     log_start_offset: p.log_start_offset().max(0) as u64,
                     isr: if is_leader { p.isr() } else { Vec::new() },
+                    voters: members.as_ref().map(|m| m.voters.iter().copied().collect()).unwrap_or_default(),
+                    learners: members.as_ref().map(|m| m.learners.iter().copied().collect()).unwrap_or_default(),
                 }
             })
             .collect()
@@ -82,8 +85,13 @@ impl DataInner {
         let wanted: HashSet<String> = assignments.iter().map(|a| group_name(&a.topic, a.partition)).collect();
         for a in assignments {
             let name = group_name(&a.topic, a.partition);
-            if self.partitions.read().unwrap_or_else(|p| p.into_inner()).contains_key(&name) {
+            let running = self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
+            if let Some(p) = running {
+                p.follow_assignment(&a.replicas, &a.replica_addrs);
                 continue;
+            }
+            if !a.replicas.contains(&self.node_id) {
+                continue; // Being moved off a node that no longer has it: nothing to start.
             }
             if let Err(e) = self.start_replica(&a).await {
                 tracing::error!(target: "chronik_cluster", "cannot start replica {name}: {e}");
@@ -141,8 +149,9 @@ impl DataInner {
                 staging: cfg.node.data_dir.join("snapshots"),
             }),
         );
-        // The first replica of a new partition forms its group; the others are added by it.
-        if part.is_fresh() && a.replicas.first() == Some(&self.node_id) {
+        // The founder (first replica at creation) forms a new partition's group; the others,
+        // and replicas added later, are added by its leader.
+        if part.is_fresh() && a.founder == self.node_id {
             let members: BTreeMap<u64, BasicNode> = a
                 .replicas
                 .iter()

@@ -153,6 +153,13 @@ impl ControlService for FakeControl {
         Ok(Response::new(cp::InitProducerIdResponse { producer_id: 1, producer_epoch: 0 }))
     }
 
+    async fn decommission_node(
+        &self,
+        _r: Request<cp::DecommissionNodeRequest>,
+    ) -> Result<Response<cp::DecommissionNodeResponse>, Status> {
+        Err(Status::unimplemented("decommissioning is not used by these tests"))
+    }
+
     async fn join_group(&self, _r: Request<cp::JoinGroupRequest>) -> Result<Response<cp::JoinGroupResponse>, Status> {
         Err(Status::unimplemented("consumer groups are not used by these tests"))
     }

@@ -91,6 +91,8 @@ struct LagTracker {
     /// When lag was last computed: metrics change on every append and every heartbeat ack,
     /// far more often than lag needs to be known.
     computed: Option<std::time::Instant>,
+    /// When this node began to lead (the first update as leader).
+    leading_since: Option<std::time::Instant>,
 }
 
 /// Lag is recomputed at most this often, and the log's growth sampled at this granularity.
@@ -102,7 +104,7 @@ const HISTORY: usize = 4096;
 
 impl LagTracker {
     fn new(threshold: Duration) -> Self {
-        Self { history: VecDeque::new(), threshold, warned: BTreeMap::new(), computed: None }
+        Self { history: VecDeque::new(), threshold, warned: BTreeMap::new(), computed: None, leading_since: None }
     }
 
     /// New lag figures, when it is time to compute them.
@@ -115,9 +117,11 @@ impl LagTracker {
             self.history.clear();
             self.warned.clear();
             self.computed = None;
+            self.leading_since = None;
             return Some(out);
         };
         let wall = std::time::Instant::now();
+        self.leading_since.get_or_insert(wall);
         let last = mt.last_log_index.unwrap_or(0);
         // A leader's log only grows, so the history stays sorted by index. Within one
         // resolution step the newest sample is moved up rather than a new one added.
@@ -146,20 +150,19 @@ impl LagTracker {
             let behind = if entries == 0 {
                 Duration::ZERO
             } else {
-                // Behind since the leader's log first went past `matched`; before the history
-                // starts means at least as long as the history reaches back.
+                // Behind since the leader's log first went past `matched` (or at least since
+                // the history starts).
                 let at = self.history.partition_point(|(_, i)| *i <= matched);
-                let since = self.history.get(at).map(|(t, _)| *t);
-                let oldest = self.history.front().map(|(t, _)| *t).unwrap_or(wall);
-                wall.duration_since(since.unwrap_or(oldest)).max(if since.is_none() {
-                    keep_for
-                } else {
-                    Duration::ZERO
-                })
+                let since = self.history.get(at).or(self.history.front()).map(|(t, _)| *t).unwrap_or(wall);
+                wall.duration_since(since)
             };
             let ack: Option<InstantOf<C>> =
                 mt.heartbeat.as_ref().and_then(|h| h.get(node).cloned().flatten()).map(|t| *t);
-            let silent = ack.map(|a| now.saturating_duration_since(a)).unwrap_or(keep_for);
+            // Not heard from yet in this term: silent since this node began to lead.
+            let silent = match ack {
+                Some(a) => now.saturating_duration_since(a),
+                None => wall.duration_since(*self.leading_since.get_or_insert(wall)),
+            };
             let lag = FollowerLag { entries, ms: behind.max(silent).as_millis() as u64 };
             let node_s = node.to_string();
             m::RAFT_REPLICATION_LAG_ENTRIES.with_label_values(&[partition, &node_s]).set(entries as i64);

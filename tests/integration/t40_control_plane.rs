@@ -128,6 +128,7 @@ async fn isolated_leader_commits_nothing_and_steps_down_after_healing() {
         role: Role::Data,
         addr: "127.0.0.1:1".into(),
         rack: String::new(),
+        draining: false,
     }));
     let outcome = tokio::time::timeout(Duration::from_secs(2), write).await;
     assert!(!matches!(outcome, Ok(Ok(_))), "the isolated old leader committed a write: {outcome:?}");
@@ -174,6 +175,7 @@ async fn learner_catches_up_by_chunked_snapshot_despite_a_lost_chunk() {
                     role: Role::Data,
                     addr: format!("10.0.0.1:{}", id % 60000),
                     rack: String::new(),
+                    draining: false,
                 }))
                 .await
                 .expect("write");

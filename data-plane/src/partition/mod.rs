@@ -2,6 +2,7 @@
 //! fetch and list-offsets operations on it.
 
 mod data;
+mod membership;
 mod retention;
 mod sequencer;
 pub mod state_machine;
@@ -55,6 +56,8 @@ pub struct Partition {
     /// The largest batch one Raft message can carry to followers.
     max_batch_bytes: usize,
     sequencer: sequencer::Sequencer,
+    /// A membership step of a replica move is running (`membership.rs`).
+    membership_busy: std::sync::atomic::AtomicBool,
 }
 
 pub fn group_name(topic: &str, partition: u32) -> String {
@@ -103,6 +106,7 @@ impl Partition {
             quorum_window,
             max_batch_bytes,
             sequencer: Default::default(),
+            membership_busy: Default::default(),
         })
     }
 

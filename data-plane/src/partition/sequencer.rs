@@ -74,8 +74,11 @@ impl Sequencer {
                     self.advanced.notify_waiters();
                     return;
                 }
-                if ahead < 0 || tokio::time::Instant::now() >= deadline {
-                    // A retry of a batch already proposed, or a gap that did not close.
+                if ahead < 0 {
+                    return; // A retry of a batch already proposed.
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::info!(target: "chronik_server", "Batch from producer {} at sequence {} waited {PATIENCE:?} for sequence {}; proposing it anyway", info.producer_id, info.base_sequence, slot.next);
                     return;
                 }
             }

@@ -257,6 +257,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                                 continue;
                             }
                             Check::Reject(code, message) => {
+                                tracing::warn!(target: "chronik_server", "Refused a batch at log index {}: {message}", entry.log_id.index);
                                 let resp = DataResponse {
                                     base_offset: -1,
                                     log_start_offset: idx.log_start_offset,

@@ -1,0 +1,93 @@
+//! Carries the control plane's desired replicas into the partition's Raft group, on its
+//! leader: a new replica joins as a learner, becomes a voter once it has caught up, and the
+//! replica it replaces is removed in the same membership change. A leader that is itself
+//! being moved away first hands leadership to a replica that stays.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use openraft::BasicNode;
+use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver;
+
+use super::Partition;
+
+/// A learner at most this many entries behind is caught up enough to vote.
+const CAUGHT_UP_ENTRIES: u64 = 64;
+
+/// The Raft membership as this replica knows it.
+pub struct Members {
+    pub voters: BTreeSet<u64>,
+    pub learners: BTreeSet<u64>,
+}
+
+impl Partition {
+    pub fn members(&self) -> Members {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        Members { voters: membership.voter_ids().collect(), learners: membership.learner_ids().collect() }
+    }
+
+    /// Starts one step towards `replicas` in the background, if this replica leads and no
+    /// step is already running.
+    pub fn follow_assignment(self: &Arc<Self>, replicas: &[u64], addrs: &HashMap<u64, String>) {
+        if replicas.is_empty() || !self.is_leader() || self.membership_busy.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (me, wanted, addrs) = (self.clone(), replicas.iter().copied().collect::<BTreeSet<u64>>(), addrs.clone());
+        tokio::spawn(async move {
+            if let Err(e) = me.membership_step(&wanted, &addrs).await {
+                tracing::warn!(target: "chronik_cluster", partition = %me.name, "replica move step failed: {e}");
+            }
+            me.membership_busy.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn membership_step(&self, wanted: &BTreeSet<u64>, addrs: &HashMap<u64, String>) -> Result<(), String> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        if m.membership_config.membership().get_joint_config().len() > 1 {
+            // A previous leader left a change half done (leadership moved between its two
+            // steps): finish it towards the desired voters.
+            tracing::info!(target: "chronik_cluster", partition = %self.name, "Completing a membership change towards {wanted:?}");
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), false)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        let Members { voters, learners } = self.members();
+        let lag = self.observer.lag();
+        let caught_up = |n: &u64| *n == self.node_id || lag.get(n).is_some_and(|l| l.entries <= CAUGHT_UP_ENTRIES);
+        if !wanted.contains(&self.node_id) {
+            if let Some(to) = voters.iter().find(|v| wanted.contains(v) && caught_up(v)) {
+                tracing::info!(target: "chronik_cluster", partition = %self.name, "Moving off node {}: transferring leadership to node {to}", self.node_id);
+                self.raft.trigger().transfer_leader(*to).await.map_err(|e| e.to_string())?;
+            }
+            return Ok(());
+        }
+        for n in wanted.iter().filter(|n| !voters.contains(n) && !learners.contains(n)) {
+            let Some(addr) = addrs.get(n) else { continue };
+            tracing::info!(target: "chronik_cluster", partition = %self.name, "Adding node {n} as a learner");
+            self.raft.add_learner(*n, BasicNode { addr: addr.clone() }, false).await.map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        if &voters != wanted {
+            if !wanted.iter().all(caught_up) {
+                return Ok(()); // The learners are still catching up.
+            }
+            tracing::info!(target: "chronik_cluster", partition = %self.name, "Changing voters from {voters:?} to {wanted:?}");
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), false)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        let stray: BTreeSet<u64> = learners.difference(wanted).copied().collect();
+        if !stray.is_empty() {
+            tracing::info!(target: "chronik_cluster", partition = %self.name, "Removing learners {stray:?}");
+            self.raft.change_membership(ChangeMembers::RemoveNodes(stray), false).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
