@@ -73,6 +73,17 @@ enum AdminCmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Move every partition replica off data node --node-id before it is shut down; the
+    /// control plane is reached through cluster.seed_nodes of --config. With --wait, returns
+    /// once no replica is left on it.
+    Decommission {
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        args: RoleArgs,
+    },
     /// Mint an admin REST API token (JWT) with the key of [auth] and print it, e.g.
     /// `--role operator --ttl 7d --config /etc/chronik/chronik.toml`.
     Token {
@@ -178,6 +189,31 @@ fn run(cli: Cli) -> Result<(), String> {
             let report = report.map_err(|e| e.to_string())?;
             println!("{report}");
             Ok(())
+        }
+        Command::Admin { cmd: AdminCmd::Decommission { node_id, wait, args } } => {
+            let cfg = load(&args, None)?;
+            let seeds: Vec<String> = cfg.cluster.seed_nodes.iter().map(|s| s.addr()).collect();
+            if seeds.is_empty() {
+                return Err("cluster.seed_nodes is empty: give --config (or --set cluster.seed_nodes=...) naming the control plane".into());
+            }
+            let ctl = chronik_proto::client::ControlClient::new(seeds, Duration::from_secs(5));
+            runtime()?.block_on(async move {
+                loop {
+                    let req = chronik_proto::control::DecommissionNodeRequest { node_id };
+                    let r = ctl
+                        .call(|mut c| async move { c.decommission_node(req).await })
+                        .await
+                        .map_err(|s| format!("decommissioning node {node_id}: {}", s.message()))?;
+                    println!(
+                        "node {node_id}: {} replica(s) left, {} move(s) in flight",
+                        r.remaining_replicas, r.moves_in_flight
+                    );
+                    if !wait || (r.remaining_replicas == 0 && r.moves_in_flight == 0) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
         }
         Command::Admin { cmd: AdminCmd::Token { role, ttl, private_key_file, args } } => {
             let cfg = load(&args, None)?;
