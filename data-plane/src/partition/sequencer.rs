@@ -18,7 +18,7 @@ use crate::batch::BatchInfo;
 /// How long a batch waits for the batches before it. Reordering between two tasks takes
 /// microseconds; a predecessor that has not arrived by then was lost, and the state machine
 /// answers the gap as Kafka would.
-const PATIENCE: Duration = Duration::from_millis(1000);
+const PATIENCE: Duration = Duration::from_millis(300);
 
 /// What this leader has proposed for one producer.
 #[derive(Clone, Copy)]
