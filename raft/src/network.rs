@@ -30,6 +30,9 @@ use crate::codec::EntryCodec;
 use crate::faults::Faults;
 use crate::service::SnapshotFiles;
 
+/// The shortest deadline of an AppendEntries that carries entries.
+const MIN_APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One lazily connected channel per peer address, shared by every group of this node.
 #[derive(Clone)]
 pub struct PeerPool {
@@ -153,8 +156,12 @@ where
     C: EntryCodec<NodeId = u64, Node = BasicNode>,
 {
     fn request(&self, header: Bytes, entries: Vec<Bytes>, option: &RPCOption) -> tonic::Request<RaftMessage> {
+        // openraft gives every AppendEntries the heartbeat interval as its deadline. One that
+        // carries entries can take longer on a loaded follower; timing it out only makes
+        // openraft send it again, more load on the same follower, and replication stalls.
+        let ttl = if entries.is_empty() { option.hard_ttl() } else { option.hard_ttl().max(MIN_APPEND_TIMEOUT) };
         let mut req = tonic::Request::new(RaftMessage { group: self.group.clone(), header, entries });
-        req.set_timeout(option.hard_ttl());
+        req.set_timeout(ttl);
         req
     }
 

@@ -225,11 +225,12 @@ impl Drop for ControlProc {
     }
 }
 
-/// Timeouts short enough for failover tests: 300 ms elections, 200 ms node heartbeats, and
-/// `node_timeout_ms` before the control plane counts a node as down.
+/// Timeouts short enough for failover tests: 300 ms elections (50 ms Raft heartbeats: debug
+/// builds of openraft are slow enough that more frequent ones crowd out the work on two cores),
+/// 200 ms node heartbeats, and `node_timeout_ms` before the control plane counts a node as down.
 pub fn fast_failover(cfg: &mut ChronikConfig, node_timeout_ms: u64) {
     cfg.cluster.raft.election_timeout_ms = 300;
-    cfg.cluster.raft.heartbeat_interval_ms = 30;
+    cfg.cluster.raft.heartbeat_interval_ms = 50;
     cfg.cluster.heartbeat.interval_ms = 200;
     cfg.cluster.heartbeat.node_timeout_ms = node_timeout_ms;
 }
@@ -283,6 +284,34 @@ impl ProcCluster {
 
     pub fn start_node(&self, id: u64, role: &'static str) -> ControlProc {
         ControlProc::start_role(&self.dir, &self.config(id), role)
+    }
+
+    /// Creates `topic` through the control plane, retrying while the data nodes are still
+    /// registering (placement needs `replication_factor` live ones).
+    pub async fn create_topic(&self, topic: &str, partitions: u32, replication_factor: u32) {
+        let ctl = self.control_client();
+        let req = chronik_proto::control::CreateTopicRequest {
+            name: topic.into(),
+            partitions,
+            replication_factor,
+            ..Default::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let created = ctl.call(|mut c| {
+                let req = req.clone();
+                async move { c.create_topic(req).await }
+            });
+            match created.await {
+                Ok(_) => return,
+                Err(e) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "topic {topic} never created (data nodes not registered?): {}",
+                    e.message()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub fn control_client(&self) -> chronik_proto::client::ControlClient {

@@ -18,7 +18,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 6;
@@ -95,7 +95,12 @@ async fn kill9_of_a_data_leader_loses_no_acknowledged_write() {
                 let delivery = loop {
                     match producer.send_result(FutureRecord::<(), _>::to(topic).partition(part).payload(&value)) {
                         Ok(d) => break d,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        Err(_) => {
+                            if let Some((code, reason)) = producer.client().fatal_error() {
+                                panic!("the idempotent producer failed fatally: {code:?}: {reason}");
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await
+                        }
                     }
                 };
                 tasks.push(tokio::spawn(async move {

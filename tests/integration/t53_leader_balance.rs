@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chronik_proto::client::ControlClient;
-use chronik_proto::control::{CreateTopicRequest, GetMetadataRequest};
+use chronik_proto::control::GetMetadataRequest;
 use cluster::*;
 
 async fn leaders(ctl: &ControlClient, topic: &str) -> BTreeMap<u32, u64> {
@@ -54,19 +54,7 @@ async fn leadership_moves_off_a_dead_node_and_returns_after_it_settles() {
     let mut cluster = ProcCluster::start(dir.path(), 3, 1500).await;
     let ctl = cluster.control_client();
     let topic = "balanced";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let req = CreateTopicRequest { name: topic.into(), partitions: 6, replication_factor: 3, ..Default::default() };
-        let r = ctl.call(|mut c| {
-            let req = req.clone();
-            async move { c.create_topic(req).await }
-        });
-        if r.await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "topic never created (data nodes not registered?)");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster.create_topic(topic, 6, 3).await;
     let balanced =
         |l: &BTreeMap<u32, u64>| l.len() == 6 && per_node(l).values().all(|c| *c == 2) && per_node(l).len() == 3;
     wait_for(&ctl, topic, "initial balance", balanced).await;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chronik_proto::client::ControlClient;
-use chronik_proto::control::{CreateTopicRequest, GetMetadataRequest, PartitionInfo};
+use chronik_proto::control::{GetMetadataRequest, PartitionInfo};
 use cluster::*;
 use harness::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -59,19 +59,7 @@ async fn follower_behind_retention_catches_up_by_snapshot_and_serves_every_retai
     let kafka = gcfg.listeners.kafka.to_string();
     let _gateway = ControlProc::start_role(dir.path(), &gcfg, "gateway");
     let ctl = cluster.control_client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let req = CreateTopicRequest { name: TOPIC.into(), partitions: 1, replication_factor: 3, ..Default::default() };
-        let created = ctl.call(|mut c| {
-            let req = req.clone();
-            async move { c.create_topic(req).await }
-        });
-        if created.await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "topic never created (data nodes not registered?)");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster.create_topic(TOPIC, 1, 3).await;
     // The preferred leader (first replica) is the one taken down: the balancer hands leadership
     // back to it once it has caught up and settled, so it then serves the reads below.
     let p =
