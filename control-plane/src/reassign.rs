@@ -34,17 +34,39 @@ pub(crate) struct View<'a> {
     pub in_flight: usize,
 }
 
+/// Per eligible node, how many of the replicas `pick` selects from each list it holds.
+fn count(view: &View, pick: fn(&[u64]) -> &[u64]) -> BTreeMap<u64, usize> {
+    let mut counts: BTreeMap<u64, usize> = view.eligible.iter().map(|n| (*n, 0)).collect();
+    for r in view.topics.iter().flat_map(|t| t.assignments.iter()).flat_map(|r| pick(r)) {
+        if let Some(c) = counts.get_mut(r) {
+            *c += 1;
+        }
+    }
+    counts
+}
+
 /// Replica counts per eligible node.
 fn loads(view: &View) -> BTreeMap<u64, usize> {
-    let mut load: BTreeMap<u64, usize> = view.eligible.iter().map(|n| (*n, 0)).collect();
+    count(view, |r| r)
+}
+
+/// The most and the least counted node, when they differ by more than one.
+fn uneven(counts: &BTreeMap<u64, usize>) -> Option<(u64, u64)> {
+    let (&most, &high) = counts.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n)))?;
+    let (&least, &low) = counts.iter().min_by_key(|(n, c)| (**c, **n))?;
+    (high > low + 1).then_some((most, least))
+}
+
+/// The first partition for which `change` gives a new replica list.
+fn first_change(view: &View, mut change: impl FnMut(&[u64]) -> Option<Vec<u64>>) -> Option<Move> {
     for t in view.topics {
-        for r in t.assignments.iter().flatten() {
-            if let Some(c) = load.get_mut(r) {
-                *c += 1;
+        for (p, replicas) in t.assignments.iter().enumerate() {
+            if let Some(next) = change(replicas) {
+                return Some(Move { topic: t.name.clone(), partition: p as u32, replicas: next });
             }
         }
     }
-    load
+    None
 }
 
 /// The next replica move, if one is due: first off draining nodes, then from the most to the
@@ -55,64 +77,35 @@ pub(crate) fn next_move(view: &View) -> Option<Move> {
         return None;
     }
     let load = loads(view);
-    let least_loaded = |exclude: &[u64]| {
-        load.iter().filter(|(n, _)| !exclude.contains(n)).min_by_key(|(n, c)| (**c, **n)).map(|(n, _)| *n)
-    };
-    for t in view.topics {
-        for (p, replicas) in t.assignments.iter().enumerate() {
-            if let Some(pos) = replicas.iter().position(|r| view.draining.contains(r)) {
-                let to = least_loaded(replicas)?;
-                let mut next = replicas.clone();
-                next[pos] = to;
-                return Some(Move { topic: t.name.clone(), partition: p as u32, replicas: next });
-            }
-        }
+    let off_draining = first_change(view, |replicas| {
+        let pos = replicas.iter().position(|r| view.draining.contains(r))?;
+        let to = load.iter().filter(|(n, _)| !replicas.contains(n)).min_by_key(|(n, c)| (**c, **n))?.0;
+        let mut next = replicas.to_vec();
+        next[pos] = *to;
+        Some(next)
+    });
+    if off_draining.is_some() {
+        return off_draining;
     }
-    let (&most, &high) = load.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n)))?;
-    let (&least, &low) = load.iter().min_by_key(|(n, c)| (**c, **n))?;
-    if high <= low + 1 {
-        return None;
-    }
-    for t in view.topics {
-        for (p, replicas) in t.assignments.iter().enumerate() {
-            if let Some(pos) = replicas.iter().position(|r| *r == most).filter(|_| !replicas.contains(&least)) {
-                let mut next = replicas.clone();
-                next[pos] = least;
-                return Some(Move { topic: t.name.clone(), partition: p as u32, replicas: next });
-            }
-        }
-    }
-    None
+    let (most, least) = uneven(&load)?;
+    first_change(view, |replicas| {
+        let pos = replicas.iter().position(|r| *r == most).filter(|_| !replicas.contains(&least))?;
+        let mut next = replicas.to_vec();
+        next[pos] = least;
+        Some(next)
+    })
 }
 
 /// A reordering of one replica list that spreads preferred leaders (first replicas) more
 /// evenly over the eligible nodes; it moves no data.
 pub(crate) fn next_reorder(view: &View) -> Option<Move> {
-    let mut first: BTreeMap<u64, usize> = view.eligible.iter().map(|n| (*n, 0)).collect();
-    for t in view.topics {
-        for r in &t.assignments {
-            if let Some(c) = r.first().and_then(|f| first.get_mut(f)) {
-                *c += 1;
-            }
-        }
-    }
-    let (&most, &high) = first.iter().max_by_key(|(n, c)| (**c, std::cmp::Reverse(**n)))?;
-    let (&least, &low) = first.iter().min_by_key(|(n, c)| (**c, **n))?;
-    if high <= low + 1 {
-        return None;
-    }
-    for t in view.topics {
-        for (p, replicas) in t.assignments.iter().enumerate() {
-            if replicas.first() == Some(&most) {
-                if let Some(pos) = replicas.iter().position(|r| *r == least) {
-                    let mut next = replicas.clone();
-                    next.swap(0, pos);
-                    return Some(Move { topic: t.name.clone(), partition: p as u32, replicas: next });
-                }
-            }
-        }
-    }
-    None
+    let (most, least) = uneven(&count(view, |r| r.get(..1).unwrap_or_default()))?;
+    first_change(view, |replicas| {
+        let pos = replicas.iter().position(|r| *r == least).filter(|_| replicas.first() == Some(&most))?;
+        let mut next = replicas.to_vec();
+        next.swap(0, pos);
+        Some(next)
+    })
 }
 
 impl ControlServiceImpl {

@@ -50,11 +50,7 @@ impl Partition {
             // A previous leader left a change half done (leadership moved between its two
             // steps): finish it towards the desired voters.
             tracing::info!(target: "chronik_cluster", partition = %self.name, "Completing a membership change towards {wanted:?}");
-            self.raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), false)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(());
+            return self.change(ChangeMembers::ReplaceAllVoters(wanted.clone())).await;
         }
         let Members { voters, learners } = self.members();
         let lag = self.observer.lag();
@@ -77,17 +73,18 @@ impl Partition {
                 return Ok(()); // The learners are still catching up.
             }
             tracing::info!(target: "chronik_cluster", partition = %self.name, "Changing voters from {voters:?} to {wanted:?}");
-            self.raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(wanted.clone()), false)
-                .await
-                .map_err(|e| e.to_string())?;
-            return Ok(());
+            return self.change(ChangeMembers::ReplaceAllVoters(wanted.clone())).await;
         }
         let stray: BTreeSet<u64> = learners.difference(wanted).copied().collect();
         if !stray.is_empty() {
             tracing::info!(target: "chronik_cluster", partition = %self.name, "Removing learners {stray:?}");
-            self.raft.change_membership(ChangeMembers::RemoveNodes(stray), false).await.map_err(|e| e.to_string())?;
+            return self.change(ChangeMembers::RemoveNodes(stray)).await;
         }
         Ok(())
+    }
+
+    /// One membership change; replaced voters are removed, not kept as learners.
+    async fn change(&self, change: ChangeMembers<u64, BasicNode>) -> Result<(), String> {
+        self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }
