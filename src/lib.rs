@@ -3,6 +3,7 @@
 //! `admin_auth.rs` decides which key guards the admin routes (standalone makes its own).
 
 pub mod admin_auth;
+pub mod health_probe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +12,10 @@ use std::time::Duration;
 use chronik_control_plane::ControlNode;
 use chronik_data_plane::DataNode;
 use chronik_gateway::Gateway;
+use chronik_proto::admin::{ControlView, RemoteControl};
+use chronik_proto::client::ControlClient;
 use chronik_raft::GrpcHost;
+use chronik_shared::admin::{self, AdminApi};
 use chronik_shared::config::{ChronikConfig, SeedNode};
 use chronik_shared::http::{self, NodeStatus};
 use tokio::net::TcpListener;
@@ -76,19 +80,18 @@ impl Standalone {
         let gateway = Gateway::builder(gw_cfg).kafka_listener(kafka_l).start().await.map_err(|e| e.to_string())?;
 
         let status = NodeStatus::new(base_id, vec!["control", "data", "gateway"]);
-        let raft = control.raft().clone();
-        status.add_check(
-            "control_plane_leader",
-            std::sync::Arc::new(move || {
-                use openraft::async_runtime::WatchReceiver;
-                match raft.metrics().borrow_watched().current_leader {
-                    Some(l) => Ok(format!("node {l} leads __meta")),
-                    None => Err("the control plane has no leader".to_string()),
-                }
-            }),
+        control_checks(&status, &control);
+        let remote = RemoteControl::new(
+            base_id,
+            ControlClient::new(vec![grpc_addr.to_string()], request_timeout(&cfg)),
+            cfg.cluster.network.max_message_size as usize,
         );
+        let api = AdminApi::new(status)
+            .view(control.cluster_view(request_timeout(&cfg)))
+            .control(std::sync::Arc::new(remote))
+            .local(std::sync::Arc::new(control.raft_groups()));
         let (http_tx, http_rx) = oneshot::channel::<()>();
-        let http = http::serve(http_l, http::router(status, &auth), async move {
+        let http = http::serve(http_l, admin::router(api, &auth), async move {
             let _ = http_rx.await;
         });
         tracing::info!(target: "chronik_server", "Chronik standalone ready: Kafka on {kafka_addr}, HTTP on {http_addr}, gRPC on {grpc_addr}, data in {}", cfg.node.data_dir.display());
@@ -118,42 +121,104 @@ impl Standalone {
     }
 }
 
-/// Runs one role until Ctrl-C / SIGTERM.
+/// Runs one role until Ctrl-C / SIGTERM. Its HTTP port is bound first (a taken port fails
+/// fast) and answers once the role has started.
 pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
     let auth = admin_auth::role_auth(&cfg).map_err(|e| e.to_string())?;
     let http_l = http::bind(cfg.listeners.http).await?;
-    let status = NodeStatus::new(
-        cfg.node.id,
-        vec![match role {
-            "control" => "control",
-            "data" => "data",
-            _ => "gateway",
-        }],
-    );
+    let remote = std::sync::Arc::new(remote_control(&cfg));
+    let view = std::sync::Arc::new(ControlView(remote_control(&cfg)));
     let (http_tx, http_rx) = oneshot::channel::<()>();
-    let http = http::serve(http_l, http::router(status, &auth), async move {
-        let _ = http_rx.await;
-    });
-    match role {
+    let serve = |api: AdminApi| {
+        http::serve(http_l, admin::router(api, &auth), async move {
+            let _ = http_rx.await;
+        })
+    };
+    let http = match role {
         "control" => {
-            let node = ControlNode::builder(cfg).start().await.map_err(|e| e.to_string())?;
+            let node = ControlNode::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?;
+            let status = NodeStatus::new(cfg.node.id, vec!["control"]);
+            control_checks(&status, &node);
+            let http = serve(
+                AdminApi::new(status)
+                    .view(node.cluster_view(request_timeout(&cfg)))
+                    .control(remote)
+                    .local(std::sync::Arc::new(node.raft_groups())),
+            );
             wait_for_signal().await;
             node.shutdown().await;
+            http
         }
         "data" => {
-            let node = DataNode::builder(cfg).start().await.map_err(|e| e.to_string())?;
+            let node = DataNode::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?;
+            let status = NodeStatus::new(cfg.node.id, vec!["data"]);
+            let registered = node.registration();
+            status.add_check(
+                "registered",
+                std::sync::Arc::new(move || {
+                    if *registered.borrow() {
+                        Ok("registered with the control plane".to_string())
+                    } else {
+                        Err("not registered with the control plane yet; check cluster.seed_nodes and that the control plane has a leader".to_string())
+                    }
+                }),
+            );
+            let http =
+                serve(AdminApi::new(status).view(view).control(remote).local(std::sync::Arc::new(node.raft_groups())));
             wait_for_signal().await;
             node.shutdown().await;
+            http
         }
         _ => {
-            let gw = Gateway::builder(cfg).start().await.map_err(|e| e.to_string())?;
+            let gw = Gateway::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?;
+            let status = NodeStatus::new(cfg.node.id, vec!["gateway"]);
+            let kafka = gw.kafka_addr();
+            status.add_check("kafka_listener", std::sync::Arc::new(move || Ok(format!("serving Kafka on {kafka}"))));
+            let http = serve(AdminApi::new(status).view(view).control(remote));
             wait_for_signal().await;
             gw.shutdown().await;
+            http
         }
-    }
+    };
     let _ = http_tx.send(());
     let _ = http.await;
     Ok(())
+}
+
+fn request_timeout(cfg: &ChronikConfig) -> Duration {
+    Duration::from_millis(cfg.cluster.network.request_timeout_ms)
+}
+
+/// The control plane as the admin API reaches it: through the seeds, or this node itself
+/// (a bootstrapping control node has none).
+fn remote_control(cfg: &ChronikConfig) -> RemoteControl {
+    let mut seeds: Vec<String> = cfg.cluster.seed_nodes.iter().map(|s| s.addr()).collect();
+    if seeds.is_empty() {
+        seeds.push(cfg.listeners.advertised_grpc_addr());
+    }
+    RemoteControl::new(
+        cfg.node.id,
+        ControlClient::new(seeds, request_timeout(cfg)),
+        cfg.cluster.network.max_message_size as usize,
+    )
+}
+
+/// A control node is healthy while `__meta` has a leader.
+fn control_checks(status: &NodeStatus, node: &ControlNode) {
+    let raft = node.raft().clone();
+    status.add_check(
+        "control_plane_leader",
+        std::sync::Arc::new(move || {
+            use openraft::async_runtime::WatchReceiver;
+            let m = raft.metrics().borrow_watched().clone();
+            match m.current_leader {
+                Some(l) => Ok(format!("node {l} leads __meta in term {}", m.current_term)),
+                None => {
+                    Err(format!("the control plane has no leader (term {}); see the guide's Issue 1", m.current_term))
+                }
+            }
+        }),
+    );
 }
 
 pub async fn wait_for_signal() {

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "chronik-server", version, about = "Chronik: a Kafka-compatible streaming platform")]
 struct Cli {
     /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text")]
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -53,6 +53,16 @@ enum Command {
     Admin {
         #[command(subcommand)]
         cmd: AdminCmd,
+    },
+    /// Probe a node's HTTP endpoint (for healthchecks where there is no curl): exits 0 on
+    /// HTTP 200, printing the body, else non-zero with the reason.
+    Health {
+        /// e.g. http://node1:8080/health
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+        /// How long to wait for the whole answer: 2s, 500ms, 1m.
+        #[arg(long, default_value = "2s", value_parser = chronik_server::health_probe::parse_timeout)]
+        timeout: Duration,
     },
     /// Version, git commit and build profile.
     Version,
@@ -163,6 +173,15 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Debug { cmd } => debug(cmd),
+        Command::Health { url, timeout } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            let body = rt.block_on(chronik_server::health_probe::probe(&url, timeout))?;
+            println!("{}", body.trim_end());
+            Ok(())
+        }
         Command::Admin { cmd: AdminCmd::ForceMembership { node_id, members, args, data_dir } } => {
             let m: MembersArg = serde_json::from_str(&members).map_err(|e| {
                 format!("--members {members:?} is not valid: {e}; expected e.g. '{{\"voters\":[1],\"learners\":[]}}'")
@@ -293,6 +312,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     chronik_shared::telemetry::init(cli.log_format == "json");
     chronik_shared::metrics::init();
+    let server = matches!(
+        cli.command,
+        Command::Standalone { .. } | Command::Control(_) | Command::Data(_) | Command::Gateway(_)
+    );
+    if server {
+        chronik_shared::profile::start_from_env();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -8,7 +8,9 @@
 //! - `service.rs`: `chronik.control.ControlService`.
 //! - `placement.rs`: where new replicas go. `liveness.rs`: who is alive.
 //! - `groups/`: the consumer-group coordinator (runs on the leader).
+//! - `admin.rs`: the admin API's cluster reads from this node's own state.
 
+pub mod admin;
 mod balancer;
 pub mod groups;
 pub mod liveness;

@@ -13,11 +13,16 @@ use openraft::{BasicNode, ChangeMembers};
 use crate::service::ControlServiceImpl;
 
 impl ControlServiceImpl {
-    /// Every node's view: voters, learners, leader and term as this node sees them.
+    /// Every node's view: voters, learners, leader and term as this node sees them. `alive`:
+    /// on the leader, replicating within `cluster.raft.replica_lag_time_max_ms`; a follower
+    /// cannot tell, and reports every member alive.
     pub fn members(&self) -> MembersResponse {
         let m = self.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let leading = m.current_leader == Some(self.node_id);
+        let lag = if leading { self.lag.get() } else { Default::default() };
+        let alive = |id: u64| !leading || id == self.node_id || lag.get(&id).is_some_and(|l| l.ms <= self.lag_max_ms);
         let mut resp = MembersResponse {
             voters: Vec::new(),
             learners: Vec::new(),
@@ -30,7 +35,7 @@ impl ControlServiceImpl {
                 role: NodeRole::Control as i32,
                 addr: node.addr.clone(),
                 rack: String::new(),
-                alive: true,
+                alive: alive(*id),
                 last_heartbeat_ms: 0,
             };
             if voters.contains(id) {

@@ -34,6 +34,8 @@ pub struct ControlNode {
     wal: chronik_shared::wal::Wal,
     /// The group coordinator's writer and timer tasks.
     group_tasks: Vec<tokio::task::JoinHandle<()>>,
+    svc: ControlServiceImpl,
+    groups: chronik_raft::RaftGroups,
 }
 
 impl ControlNode {
@@ -47,6 +49,17 @@ impl ControlNode {
 
     pub fn state_machine(&self) -> &ControlStateMachine {
         &self.sm
+    }
+
+    /// The admin API's cluster reads: membership from this node's own `__meta` state, the
+    /// rest from the leader (within `timeout`) when this node does not lead.
+    pub fn cluster_view(&self, timeout: Duration) -> Arc<dyn chronik_shared::admin::ClusterView> {
+        Arc::new(chronik_proto::admin::ControlView(crate::admin::LocalControl { svc: self.svc.clone(), timeout }))
+    }
+
+    /// The Raft groups of this node's gRPC server (`__meta`, and partitions in standalone).
+    pub fn raft_groups(&self) -> chronik_raft::RaftGroups {
+        self.groups.clone()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -190,6 +203,8 @@ impl ControlNodeBuilder {
             liveness,
             max_message_size: cfg.cluster.network.max_message_size as usize,
             election_timeout_ms: cfg.cluster.raft.election_timeout_ms,
+            lag: observer.lag_view(),
+            lag_max_ms: cfg.cluster.raft.replica_lag_time_max_ms,
         };
         let mut group_tasks = group_tasks;
         group_tasks.push(crate::balancer::spawn(
@@ -198,6 +213,8 @@ impl ControlNodeBuilder {
             // "Just restarted" means within two node timeouts of coming back.
             Duration::from_millis(cfg.cluster.heartbeat.node_timeout_ms.saturating_mul(2)),
         ));
+        group_tasks.push(tokio::spawn(count_voters(raft.clone())));
+        let admin_svc = svc.clone();
         host.routes().add_service(
             ControlServiceServer::new(svc)
                 .max_decoding_message_size(cfg.cluster.network.max_message_size as usize)
@@ -224,7 +241,31 @@ impl ControlNodeBuilder {
                 Duration::from_millis(cfg.cluster.network.request_timeout_ms),
             ))
         });
-        Ok(ControlNode { node_id: id, wal, raft, sm, server: None, observer, joiner, group_tasks })
+        Ok(ControlNode {
+            node_id: id,
+            wal,
+            raft,
+            sm,
+            server: None,
+            observer,
+            joiner,
+            group_tasks,
+            svc: admin_svc,
+            groups: host.groups.clone(),
+        })
+    }
+}
+
+/// `chronik_cluster_nodes` on a control node: the voters of `__meta` in the membership this
+/// node has (learners and data nodes not counted), updated at every membership change it sees.
+async fn count_voters(raft: MetaRaft) {
+    let mut rx = raft.metrics();
+    loop {
+        let voters = rx.borrow_watched().membership_config.membership().voter_ids().count();
+        chronik_shared::metrics::set_control_voters(voters);
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub struct ControlServiceImpl {
     pub(crate) max_message_size: usize,
     pub(crate) election_timeout_ms: u64,
     pub(crate) groups: crate::groups::GroupCoordinator,
+    /// Follower lag as this node's observer measures it while leading (`__meta` ISR).
+    pub(crate) lag: chronik_raft::observer::LagView,
+    pub(crate) lag_max_ms: u64,
 }
 
 fn internal(e: std::io::Error) -> Status {
@@ -49,6 +52,27 @@ pub fn validate_topic_name(name: &str) -> Result<(), ChronikError> {
 }
 
 impl ControlServiceImpl {
+    /// Topics (all when `wanted` is empty), data nodes and gateways, as this node's state has them.
+    pub fn metadata(&self, wanted: &[String]) -> Result<ClusterMetadata, ChronikError> {
+        let io = |e: std::io::Error| ChronikError::new(ErrorCode::Internal, e.to_string());
+        let topics = self
+            .sm
+            .topics()
+            .map_err(io)?
+            .into_iter()
+            .filter(|t| wanted.is_empty() || wanted.contains(&t.name))
+            .map(|t| self.topic_info(&t))
+            .collect();
+        let nodes = self.sm.nodes().map_err(io)?;
+        let m = self.raft.metrics().borrow_watched().clone();
+        Ok(ClusterMetadata {
+            topics,
+            data_nodes: nodes.iter().filter(|n| n.role == Role::Data).map(|n| self.node_info(n)).collect(),
+            gateways: nodes.iter().filter(|n| n.role == Role::Gateway).map(|n| self.node_info(n)).collect(),
+            control_leader: m.current_leader,
+        })
+    }
+
     pub(crate) async fn write(&self, cmd: ControlCommand) -> Result<ControlResponse, ChronikError> {
         let resp = self.raft.client_write(cmd).await.map_err(|e| write_error(e, "__meta"))?;
         match resp.data {
@@ -309,23 +333,10 @@ impl ControlService for ControlServiceImpl {
     }
 
     async fn get_metadata(&self, request: Request<GetMetadataRequest>) -> Result<Response<ClusterMetadata>, Status> {
-        let wanted = request.into_inner().topics;
-        let topics = self
-            .sm
-            .topics()
-            .map_err(internal)?
-            .into_iter()
-            .filter(|t| wanted.is_empty() || wanted.contains(&t.name))
-            .map(|t| self.topic_info(&t))
-            .collect();
-        let nodes = self.sm.nodes().map_err(internal)?;
-        let m = self.raft.metrics().borrow_watched().clone();
-        Ok(Response::new(ClusterMetadata {
-            topics,
-            data_nodes: nodes.iter().filter(|n| n.role == Role::Data).map(|n| self.node_info(n)).collect(),
-            gateways: nodes.iter().filter(|n| n.role == Role::Gateway).map(|n| self.node_info(n)).collect(),
-            control_leader: m.current_leader,
-        }))
+        // Partition leaders and ISRs come from data-node heartbeats, which only the leader
+        // receives: a follower's copy goes stale the moment leadership moves.
+        self.ensure_leader()?;
+        Ok(Response::new(self.metadata(&request.into_inner().topics)?))
     }
 
     async fn decommission_node(

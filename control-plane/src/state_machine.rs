@@ -116,6 +116,9 @@ impl ControlStateMachine {
         let meta_path = self.snapshot_dir.join("current.meta.json");
         if let Ok(bytes) = std::fs::read(&meta_path) {
             let (meta, files): (SnapshotMetaOf<C>, SnapshotFiles) = decode(&bytes)?;
+            chronik_shared::metrics::RAFT_SNAPSHOT_SIZE_BYTES
+                .with_label_values(&["__meta"])
+                .set(files.total_bytes() as i64);
             *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta, files));
         }
         Ok(())

@@ -118,6 +118,7 @@ impl DataInner {
                 self.groups.remove(&p.name);
                 self.partitions.write().unwrap_or_else(|p| p.into_inner()).remove(&p.name);
                 p.shutdown().await;
+                chronik_shared::metrics::forget_partition(&p.name);
                 let dir = self.cfg.node.data_dir.join("wal").join(&p.name);
                 if let Err(e) = std::fs::remove_dir_all(&dir) {
                     tracing::warn!(target: "chronik_cluster", "could not delete {}: {e}", dir.display());
@@ -187,6 +188,17 @@ impl DataNode {
 
     pub fn inner(&self) -> &Arc<DataInner> {
         &self.inner
+    }
+
+    /// The Raft groups of this node's gRPC server: its partition replicas (and `__meta` in
+    /// standalone).
+    pub fn raft_groups(&self) -> chronik_raft::RaftGroups {
+        self.inner.groups.clone()
+    }
+
+    /// Whether the control plane has accepted this node's registration, as it changes.
+    pub fn registration(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.registered.subscribe()
     }
 
     /// Waits until the control plane has this node as a live data node (placement only uses
@@ -313,6 +325,12 @@ async fn heartbeat_loop(inner: Arc<DataInner>) {
         {
             Ok(resp) => {
                 inner.registered.send_replace(true);
+                // What this node knows of the cluster from the answer: the data nodes it shares
+                // a partition with, itself included (the answer names no other nodes).
+                let mut known: HashSet<u64> =
+                    resp.assignments.iter().flat_map(|a| a.replicas.iter().copied()).collect();
+                known.insert(inner.node_id);
+                chronik_shared::metrics::set_known_nodes(known.len());
                 inner.reconcile(resp.assignments, true).await
             }
             Err(e) => {

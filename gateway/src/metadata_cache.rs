@@ -139,6 +139,10 @@ impl MetadataCache {
             .await
             .map_err(ChronikError::from);
         let result = fetched.map(|m| {
+            // What this gateway knows of the cluster: the data nodes and gateways the control
+            // plane reports alive (control nodes are not in the answer).
+            let alive = m.data_nodes.iter().chain(&m.gateways).filter(|n| n.alive).count();
+            chronik_shared::metrics::set_known_nodes(alive);
             let view = Arc::new(ClusterView::from_metadata(m));
             *self.view.write().unwrap_or_else(|p| p.into_inner()) = view.clone();
             view

@@ -4,8 +4,11 @@
 //! - `control`: `chronik.control.ControlService`, the control plane's API.
 //! - `data`: `chronik.data.DataService`, a data node's API for gateways and the control plane.
 //!
+//! `admin.rs` answers the admin API's cluster reads and changes over `ControlService`.
+//!
 //! No role crate depends on another: each talks to the others only through these types.
 
+pub mod admin;
 pub mod client;
 
 pub mod raft {

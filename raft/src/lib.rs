@@ -7,12 +7,15 @@
 //!   with vote and purge state in `raft_*` files beside the segments.
 //! - `network.rs`: the openraft network over `chronik.raft.RaftService`; every group on a node
 //!   shares one gRPC connection per peer.
+//! - `admin.rs`: snapshot, snapshot info and compaction of this process's groups for the admin
+//!   API (`/admin/snapshot`, `/admin/compact`).
 //! - `service.rs`: the server side of `RaftService`, routing messages to groups by name.
 //! - `observer.rs`: turns openraft's metrics stream into the guide's log lines and Prometheus
 //!   metrics (`chronik_raft_*`, labelled by partition).
 //!
 //! Tracing target: `chronik_raft` (this crate's name), as the operations guide expects.
 
+pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod errors;

@@ -2,7 +2,7 @@
 //! ("Starting leader election, term=5", "Became leader for term 5", ...) and into the
 //! `chronik_raft_*` Prometheus families.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,16 @@ pub struct FollowerLag {
     /// How long the follower's state has been stale: since the leader's log first went past
     /// what the follower holds, or since it last acknowledged anything, whichever is longer.
     pub ms: u64,
+}
+
+/// Reads the lag a [`RaftObserver`] measures.
+#[derive(Clone, Default)]
+pub struct LagView(Arc<Mutex<BTreeMap<u64, FollowerLag>>>);
+
+impl LagView {
+    pub fn get(&self) -> BTreeMap<u64, FollowerLag> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Watches one group; [`RaftObserver::lag`] answers how far its followers are behind.
@@ -60,6 +70,7 @@ impl RaftObserver {
                     _ = tokio::time::sleep(TICK) => {}
                 }
             }
+            tracker.forget(&partition);
             clear(&partition);
         });
         RaftObserver { task, lag }
@@ -68,6 +79,11 @@ impl RaftObserver {
     /// Lag of every follower while this node leads; empty otherwise.
     pub fn lag(&self) -> BTreeMap<u64, FollowerLag> {
         self.lag.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A handle that reads [`RaftObserver::lag`] from elsewhere.
+    pub fn lag_view(&self) -> LagView {
+        LagView(self.lag.clone())
     }
 
     pub fn abort(&self) {
@@ -93,6 +109,9 @@ struct LagTracker {
     computed: Option<std::time::Instant>,
     /// When this node began to lead (the first update as leader).
     leading_since: Option<std::time::Instant>,
+    /// Followers with `chronik_raft_replication_lag_*` samples: removed when this node stops
+    /// leading or the follower leaves the group, so no stale lag is exported.
+    reported: BTreeSet<u64>,
 }
 
 /// Lag is recomputed at most this often, and the log's growth sampled at this granularity.
@@ -104,7 +123,21 @@ const HISTORY: usize = 4096;
 
 impl LagTracker {
     fn new(threshold: Duration) -> Self {
-        Self { history: VecDeque::new(), threshold, warned: BTreeMap::new(), computed: None, leading_since: None }
+        Self {
+            history: VecDeque::new(),
+            threshold,
+            warned: BTreeMap::new(),
+            computed: None,
+            leading_since: None,
+            reported: BTreeSet::new(),
+        }
+    }
+
+    /// Removes the lag samples of every follower this tracker reported.
+    fn forget(&mut self, partition: &str) {
+        for node in std::mem::take(&mut self.reported) {
+            remove_lag(partition, node);
+        }
     }
 
     /// New lag figures, when it is time to compute them.
@@ -118,6 +151,7 @@ impl LagTracker {
             self.warned.clear();
             self.computed = None;
             self.leading_since = None;
+            self.forget(partition);
             return Some(out);
         };
         let wall = std::time::Instant::now();
@@ -177,6 +211,14 @@ impl LagTracker {
             }
             *warned = (many, slow);
             out.insert(*node, lag);
+            self.reported.insert(*node);
+        }
+        // Followers that left the group.
+        let gone: Vec<u64> = self.reported.iter().copied().filter(|n| !out.contains_key(n)).collect();
+        for node in gone {
+            self.reported.remove(&node);
+            self.warned.remove(&node);
+            remove_lag(partition, node);
         }
         Some(out)
     }
@@ -218,9 +260,16 @@ where
     m::RAFT_STATE.with_label_values(&[partition]).set(state_code);
     m::RAFT_TERM.with_label_values(&[partition]).set(term as i64);
     m::RAFT_LOG_INDEX.with_label_values(&[partition]).set(mt.last_log_index.unwrap_or(0) as i64);
+    // Raft's commitIndex of this node: the last entry it knows to be committed (and may apply).
     m::RAFT_COMMIT_INDEX
         .with_label_values(&[partition])
-        .set(mt.cluster_committed.as_ref().map(|l| l.index()).unwrap_or(0) as i64);
+        .set(mt.local_committed.as_ref().map(|l| l.index()).unwrap_or(0) as i64);
+}
+
+fn remove_lag(partition: &str, node: u64) {
+    let node = node.to_string();
+    let _ = m::RAFT_REPLICATION_LAG_ENTRIES.remove_label_values(&[partition, &node]);
+    let _ = m::RAFT_REPLICATION_LAG_MS.remove_label_values(&[partition, &node]);
 }
 
 fn clear(partition: &str) {

@@ -16,6 +16,9 @@ use openraft::{BasicNode, Raft, ServerState};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::{Request, Response, Status, Streaming};
 
+use chronik_shared::admin::types::GroupSnapshot;
+use chronik_shared::error::ChronikError;
+
 use crate::codec::EntryCodec;
 
 /// A snapshot as files in one directory; streamed to followers chunk by chunk.
@@ -65,6 +68,10 @@ pub trait GroupHandler: Send + Sync + 'static {
     /// Where incoming snapshot files are staged.
     fn staging_dir(&self) -> PathBuf;
     fn state(&self) -> GroupState;
+    /// The admin API's view of the group's latest snapshot (see `admin.rs`).
+    fn snapshot_info(&self) -> chronik_shared::admin::types::GroupSnapshot;
+    fn snapshot_now(&self) -> BoxFuture<'_, Result<GroupSnapshot, ChronikError>>;
+    fn compact(&self) -> BoxFuture<'_, Result<GroupSnapshot, ChronikError>>;
 }
 
 /// Every Raft group hosted by this node, by name (`__meta`, `<topic>-<partition>`).
@@ -89,6 +96,14 @@ impl RaftGroups {
             .get(name)
             .cloned()
             .ok_or_else(|| Status::not_found(format!("Raft group {name} is not hosted on this node")))
+    }
+
+    /// Every hosted group, by name.
+    pub fn all(&self) -> Vec<Arc<dyn GroupHandler>> {
+        let mut groups: Vec<(String, Arc<dyn GroupHandler>)> =
+            self.groups.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(n, g)| (n.clone(), g.clone())).collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        groups.into_iter().map(|(_, g)| g).collect()
     }
 
     pub fn states(&self) -> Vec<GroupState> {
@@ -253,6 +268,18 @@ where
 
     fn staging_dir(&self) -> PathBuf {
         self.staging.clone()
+    }
+
+    fn snapshot_info(&self) -> GroupSnapshot {
+        crate::admin::snapshot_info(&self.name, &self.raft)
+    }
+
+    fn snapshot_now(&self) -> BoxFuture<'_, Result<GroupSnapshot, ChronikError>> {
+        Box::pin(crate::admin::snapshot_now(&self.name, &self.raft))
+    }
+
+    fn compact(&self) -> BoxFuture<'_, Result<GroupSnapshot, ChronikError>> {
+        Box::pin(crate::admin::compact(&self.name, &self.raft))
     }
 
     fn state(&self) -> GroupState {

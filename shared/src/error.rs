@@ -67,6 +67,8 @@ error_codes! {
     OutOfOrderSequence = 34, 45, FailedPrecondition, 409;
     InvalidProducerEpoch = 35, 47, FailedPrecondition, 409;
     TransactionsUnsupported = 36, 53, Unimplemented, 501;
+    // An admin operation this process cannot do (a gateway has no Raft group to snapshot).
+    NotAvailableHere = 37, -1, FailedPrecondition, 409;
 }
 
 /// An error as it crosses a process boundary: a code, a message that says what failed and
@@ -147,6 +149,21 @@ impl From<tonic::Status> for ChronikError {
             );
         let leader = s.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok()).and_then(LeaderHint::parse);
         Self { code, message: s.message().to_string(), leader }
+    }
+}
+
+/// The admin API's error answer: the code's HTTP status and an
+/// [`ErrorBody`](crate::admin::types::ErrorBody).
+impl axum::response::IntoResponse for ChronikError {
+    fn into_response(self) -> axum::response::Response {
+        let status =
+            axum::http::StatusCode::from_u16(self.code.http()).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = crate::admin::types::ErrorBody {
+            error: self.message,
+            code: Some(self.code.name().to_string()),
+            leader: self.leader.map(|l| l.to_string()),
+        };
+        (status, axum::Json(body)).into_response()
     }
 }
 

@@ -4,11 +4,14 @@
 //! Raft families are labelled `partition`: `"__meta"` for the control plane and
 //! `"<topic>-<n>"` for data partitions.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+/// One sample of a gauge family, for crates that hold one without depending on `prometheus`.
+pub use prometheus::IntGauge;
+use prometheus::core::Collector;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
@@ -40,8 +43,14 @@ fn latency_buckets_ms() -> Vec<f64> {
     ]
 }
 
+/// Set only through [`set_control_voters`] and [`set_known_nodes`].
 pub static CLUSTER_NODES: LazyLock<IntGauge> = LazyLock::new(|| {
-    let g = IntGauge::new("chronik_cluster_nodes", "Nodes in the cluster as seen by this node").expect("static metric");
+    let g = IntGauge::new(
+        "chronik_cluster_nodes",
+        "Nodes in the cluster as this node sees them: on control nodes the control-plane voters; \
+         on data nodes and gateways the nodes named in their last answer from the control plane",
+    )
+    .expect("static metric");
     REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
     g
 });
@@ -97,27 +106,129 @@ pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec("chronik_consumer_lag", "Consumer group lag in records", &["group", "topic", "partition"])
 });
 
-/// Touches every family so `/metrics` lists them even before their first sample.
-pub fn init() {
-    LazyLock::force(&CLUSTER_NODES);
-    for v in [&RAFT_STATE, &RAFT_TERM, &RAFT_LOG_INDEX, &RAFT_COMMIT_INDEX, &RAFT_SNAPSHOT_SIZE_BYTES, &CONSUMER_LAG] {
-        LazyLock::force(v);
-    }
-    LazyLock::force(&RAFT_REPLICATION_LAG_ENTRIES);
-    LazyLock::force(&RAFT_REPLICATION_LAG_MS);
-    LazyLock::force(&RAFT_APPEND_LATENCY_MS);
-    LazyLock::force(&KAFKA_REQUESTS);
-    LazyLock::force(&KAFKA_REQUEST_LATENCY_MS);
-    LazyLock::force(&BYTES_IN);
-    LazyLock::force(&BYTES_OUT);
+/// Every family of design §8 with its Prometheus type, so [`render`] can list the ones that
+/// have no sample yet.
+fn families() -> [(&'static dyn Collector, &'static str); 14] {
+    [
+        (&*CLUSTER_NODES, "gauge"),
+        (&*RAFT_STATE, "gauge"),
+        (&*RAFT_TERM, "gauge"),
+        (&*RAFT_LOG_INDEX, "gauge"),
+        (&*RAFT_COMMIT_INDEX, "gauge"),
+        (&*RAFT_REPLICATION_LAG_ENTRIES, "gauge"),
+        (&*RAFT_REPLICATION_LAG_MS, "gauge"),
+        (&*RAFT_APPEND_LATENCY_MS, "histogram"),
+        (&*RAFT_SNAPSHOT_SIZE_BYTES, "gauge"),
+        (&*KAFKA_REQUESTS, "counter"),
+        (&*KAFKA_REQUEST_LATENCY_MS, "histogram"),
+        (&*BYTES_IN, "counter"),
+        (&*BYTES_OUT, "counter"),
+        (&*CONSUMER_LAG, "gauge"),
+    ]
 }
 
-/// The Prometheus text exposition of every registered metric.
-pub fn render() -> String {
-    let mut buf = Vec::new();
-    let families = REGISTRY.gather();
-    if TextEncoder::new().encode(&families, &mut buf).is_err() {
-        return String::new();
+/// Touches every family so it is registered before the first scrape.
+pub fn init() {
+    let _ = families();
+}
+
+/// A process with a control-plane role counts the control-plane voters; the views of its
+/// other roles (standalone) must not overwrite that.
+static CONTROL_VIEW: AtomicBool = AtomicBool::new(false);
+
+/// `chronik_cluster_nodes` on a control node: the voters of `__meta` in the membership this
+/// node last saw.
+pub fn set_control_voters(voters: usize) {
+    CONTROL_VIEW.store(true, Ordering::Relaxed);
+    CLUSTER_NODES.set(voters as i64);
+}
+
+/// `chronik_cluster_nodes` on a data node or gateway: the nodes its last answer from the
+/// control plane named (ignored in a process that also runs a control node).
+pub fn set_known_nodes(nodes: usize) {
+    if !CONTROL_VIEW.load(Ordering::Relaxed) {
+        CLUSTER_NODES.set(nodes as i64);
     }
-    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Removes every Raft sample of `partition` (a replica this node no longer hosts), whatever
+/// its other labels.
+pub fn forget_partition(partition: &str) {
+    fn remove_matching<T: prometheus::core::MetricVecBuilder>(vec: &prometheus::core::MetricVec<T>, partition: &str) {
+        for mf in vec.collect() {
+            for m in mf.get_metric() {
+                let labels: HashMap<&str, &str> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                if labels.get("partition") == Some(&partition) {
+                    let _ = vec.remove(&labels);
+                }
+            }
+        }
+    }
+    for g in [
+        &*RAFT_STATE,
+        &*RAFT_TERM,
+        &*RAFT_LOG_INDEX,
+        &*RAFT_COMMIT_INDEX,
+        &*RAFT_REPLICATION_LAG_ENTRIES,
+        &*RAFT_REPLICATION_LAG_MS,
+        &*RAFT_SNAPSHOT_SIZE_BYTES,
+    ] {
+        remove_matching(g, partition);
+    }
+    remove_matching(&RAFT_APPEND_LATENCY_MS, partition);
+}
+
+/// The Prometheus text exposition of every registered metric. A family with no sample yet
+/// (a labelled family before its first event) is still listed with its `# HELP` and `# TYPE`
+/// lines: the encoder leaves such families out, and dashboards and the guide's checks look
+/// for the names.
+pub fn render() -> String {
+    let mut by_name: BTreeMap<String, String> = BTreeMap::new();
+    let encoder = TextEncoder::new();
+    for mf in REGISTRY.gather() {
+        let mut buf = Vec::new();
+        if encoder.encode(std::slice::from_ref(&mf), &mut buf).is_ok() {
+            by_name.insert(mf.name().to_string(), String::from_utf8(buf).unwrap_or_default());
+        }
+    }
+    for (collector, kind) in families() {
+        for desc in collector.desc() {
+            by_name.entry(desc.fq_name.clone()).or_insert_with(|| {
+                let help = desc.help.replace('\\', "\\\\").replace('\n', "\\n");
+                format!("# HELP {} {help}\n# TYPE {} {kind}\n", desc.fq_name, desc.fq_name)
+            });
+        }
+    }
+    by_name.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_listed_before_its_first_sample() {
+        init();
+        let text = render();
+        for (collector, kind) in families() {
+            let name = &collector.desc()[0].fq_name;
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} missing:\n{text}");
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name} has no TYPE {kind}:\n{text}");
+        }
+        // Families with samples are rendered by the encoder as usual, once.
+        RAFT_TERM.with_label_values(&["render-test-0"]).set(7);
+        let text = render();
+        assert!(text.contains("chronik_raft_term{partition=\"render-test-0\"} 7"), "{text}");
+        assert_eq!(text.matches("# TYPE chronik_raft_term ").count(), 1);
+        forget_partition("render-test-0");
+        assert!(!render().contains("render-test-0"));
+    }
+
+    #[test]
+    fn control_view_wins_over_known_nodes() {
+        set_known_nodes(4);
+        set_control_voters(3);
+        set_known_nodes(9);
+        assert_eq!(CLUSTER_NODES.get(), 3);
+    }
 }

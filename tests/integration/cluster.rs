@@ -139,9 +139,13 @@ pub struct ControlProc {
     pub id: u64,
     pub role: &'static str,
     pub port: u16,
+    /// `listeners.http`: health, metrics and the admin API.
+    pub http: std::net::SocketAddr,
     pub child: Option<Child>,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment of the process (e.g. `CHRONIK_CPU_PROFILE`).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl ControlProc {
@@ -150,6 +154,15 @@ impl ControlProc {
     }
 
     pub fn start_role(dir: &Path, cfg: &ChronikConfig, role: &'static str) -> ControlProc {
+        Self::start_role_env(dir, cfg, role, Vec::new())
+    }
+
+    pub fn start_role_env(
+        dir: &Path,
+        cfg: &ChronikConfig,
+        role: &'static str,
+        env: Vec<(&'static str, &'static str)>,
+    ) -> ControlProc {
         let id = cfg.node.id;
         let config = dir.join(format!("node{id}.toml"));
         std::fs::write(&config, cfg.to_toml_string()).expect("write config");
@@ -157,9 +170,11 @@ impl ControlProc {
             id,
             role,
             port: cfg.listeners.grpc.port(),
+            http: cfg.listeners.http,
             child: None,
             config,
             log: dir.join(format!("node{id}.log")),
+            env,
         };
         p.restart();
         p
@@ -171,6 +186,7 @@ impl ControlProc {
             .args([self.role, "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
@@ -237,10 +253,14 @@ pub fn fast_failover(cfg: &mut ChronikConfig, node_timeout_ms: u64) {
 
 /// Real processes: one control node (id 1, bootstrapping) and data nodes (ids 2..), all with
 /// [`fast_failover`] timeouts; gateways and more come from [`ProcCluster::start_node`].
+/// [`ProcCluster::start_full`] adds more control nodes. Every node's admin API takes tokens from
+/// [`ProcCluster::token`].
 pub struct ProcCluster {
     pub dir: PathBuf,
     pub control_port: u16,
     pub control: ControlProc,
+    /// Control nodes after the first (ids 101, 102, ...), from [`ProcCluster::start_full`].
+    pub more_controls: Vec<ControlProc>,
     pub data: Vec<ControlProc>,
     node_timeout_ms: u64,
     /// Applied to the config of every node started after the control node.
@@ -260,13 +280,46 @@ impl ProcCluster {
         node_timeout_ms: u64,
         tweak: fn(&mut ChronikConfig),
     ) -> ProcCluster {
+        Self::start_full(dir, 1, data_nodes, node_timeout_ms, tweak).await
+    }
+
+    /// `controls` control nodes (1, then 101, 102, ... joining it), then `data_nodes` data nodes
+    /// (2, 3, ...).
+    pub async fn start_full(
+        dir: &Path,
+        controls: u64,
+        data_nodes: u64,
+        node_timeout_ms: u64,
+        tweak: fn(&mut ChronikConfig),
+    ) -> ProcCluster {
         let control_port = free_port();
         let mut cfg = control_config(dir, 1, control_port, vec![]);
         fast_failover(&mut cfg, node_timeout_ms);
+        with_auth(dir, &mut cfg);
         let control = ControlProc::start_role(dir, &cfg, "control");
         wait_views(&[control_port], Duration::from_secs(20), |v| agreed(v, &[1]).is_some()).await;
-        let mut c =
-            ProcCluster { dir: dir.to_path_buf(), control_port, control, data: Vec::new(), node_timeout_ms, tweak };
+        let mut c = ProcCluster {
+            dir: dir.to_path_buf(),
+            control_port,
+            control,
+            more_controls: Vec::new(),
+            data: Vec::new(),
+            node_timeout_ms,
+            tweak,
+        };
+        for id in 101..100 + controls {
+            let mut cfg = control_config(dir, id, free_port(), vec![seed(1, control_port)]);
+            fast_failover(&mut cfg, node_timeout_ms);
+            with_auth(dir, &mut cfg);
+            c.more_controls.push(ControlProc::start_role(dir, &cfg, "control"));
+        }
+        if controls > 1 {
+            let mut ports = vec![control_port];
+            ports.extend(c.more_controls.iter().map(|p| p.port));
+            let mut voters = vec![1];
+            voters.extend(101..100 + controls);
+            wait_views(&ports, Duration::from_secs(30), |v| agreed(v, &voters).is_some()).await;
+        }
         for id in 2..2 + data_nodes {
             let node = c.start_node(id, "data");
             c.data.push(node);
@@ -276,10 +329,26 @@ impl ProcCluster {
 
     /// The config of node `id` in this cluster (seeded with the control node).
     pub fn config(&self, id: u64) -> ChronikConfig {
-        let mut cfg = control_config(&self.dir, id, free_port(), vec![seed(1, self.control_port)]);
+        let mut seeds = vec![seed(1, self.control_port)];
+        seeds.extend(self.more_controls.iter().map(|p| seed(p.id, p.port)));
+        let mut cfg = control_config(&self.dir, id, free_port(), seeds);
         fast_failover(&mut cfg, self.node_timeout_ms);
+        with_auth(&self.dir, &mut cfg);
         (self.tweak)(&mut cfg);
         cfg
+    }
+
+    /// A bearer token of `role` for every node of this cluster.
+    pub fn token(&self, role: chronik_shared::auth::Role) -> String {
+        let mut cfg = ChronikConfig::default();
+        with_auth(&self.dir, &mut cfg);
+        let signer = chronik_shared::auth::Signer::from_config(&cfg.auth).expect("signer");
+        chronik_shared::auth::mint(&signer, role, Duration::from_secs(3600)).expect("token")
+    }
+
+    /// Every control node, the first included.
+    pub fn controls(&self) -> impl Iterator<Item = &ControlProc> {
+        std::iter::once(&self.control).chain(self.more_controls.iter())
     }
 
     pub fn start_node(&self, id: u64, role: &'static str) -> ControlProc {
@@ -316,8 +385,17 @@ impl ProcCluster {
 
     pub fn control_client(&self) -> chronik_proto::client::ControlClient {
         chronik_proto::client::ControlClient::new(
-            vec![format!("127.0.0.1:{}", self.control_port)],
+            self.controls().map(|p| format!("127.0.0.1:{}", p.port)).collect(),
             Duration::from_secs(5),
         )
     }
+}
+
+/// Points `cfg`'s admin API at the cluster's HS256 secret (`dir/admin.secret`, made once).
+pub fn with_auth(dir: &Path, cfg: &mut ChronikConfig) {
+    let secret = dir.join("admin.secret");
+    if !secret.exists() {
+        std::fs::write(&secret, "a test secret of more than thirty-two bytes").expect("write secret");
+    }
+    cfg.auth.jwt_hs256_secret_file = Some(secret);
 }

@@ -78,7 +78,8 @@ impl Partition {
             .map_err(|e| storage_error(e, &format!("opening the log of {name}")))?
             .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[&name]));
         let sm = PartitionStateMachine::open(&spec.dir, store.wal().clone())
-            .map_err(|e| storage_error(e, &format!("loading the offset index of {name}")))?;
+            .map_err(|e| storage_error(e, &format!("loading the offset index of {name}")))?
+            .with_snapshot_size(chronik_shared::metrics::RAFT_SNAPSHOT_SIZE_BYTES.with_label_values(&[&name]));
         let max_batch_bytes = spec.pool.max_message_size().saturating_sub(64 * 1024);
         let network = GrpcNetworkFactory::<PartitionTypeConfig>::new(
             name.clone(),

@@ -148,6 +148,9 @@ pub struct PartitionStateMachine {
     pub data: PartitionData,
     /// The first log index the next snapshot keeps (retention sets it before asking for one).
     retain_from: Arc<AtomicU64>,
+    /// `chronik_raft_snapshot_size_bytes` of this partition: the current snapshot's files (its
+    /// index and the segment prefixes it links), as streamed to a follower.
+    snapshot_size: Option<chronik_shared::metrics::IntGauge>,
 }
 
 impl PartitionStateMachine {
@@ -181,7 +184,17 @@ impl PartitionStateMachine {
             hw,
             data,
             retain_from: Arc::default(),
+            snapshot_size: None,
         })
+    }
+
+    /// Reports the size of the current snapshot (if any) and of every later one to `gauge`.
+    pub fn with_snapshot_size(mut self, gauge: chronik_shared::metrics::IntGauge) -> Self {
+        if let Some(s) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            gauge.set(s.snapshot.total_bytes() as i64);
+        }
+        self.snapshot_size = Some(gauge);
+        self
     }
 
     /// The next snapshot keeps log entries from `first` on (retention is about to delete the
@@ -195,6 +208,9 @@ impl PartitionStateMachine {
     fn set_current(&self, snapshot: SnapshotOf<C, SnapshotFiles>) -> io::Result<()> {
         chronik_raft::log_store::write_json_atomic(&self.snapshot_dir, CURRENT, &(&snapshot.meta, &snapshot.snapshot))?;
         let keep = snapshot.snapshot.dir.clone();
+        if let Some(g) = &self.snapshot_size {
+            g.set(snapshot.snapshot.total_bytes() as i64);
+        }
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
         for e in std::fs::read_dir(&self.snapshot_dir)?.flatten() {
             let stale = e.file_name().to_string_lossy().starts_with(SNAPSHOT_PREFIX) && e.path() != keep;

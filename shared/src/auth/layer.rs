@@ -15,6 +15,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -66,6 +67,17 @@ impl Auth {
         S: Clone + Send + Sync + 'static,
     {
         router
+            .route_layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+            .route_layer(middleware::from_fn_with_state(Gate { auth: self.clone(), role }, gate))
+    }
+
+    /// As [`Auth::require`], for one path's method router: one path can then serve methods of
+    /// different roles (`GET /admin/topics` for viewers, `POST` for operators).
+    pub fn require_method<S>(&self, role: Role, route: MethodRouter<S>) -> MethodRouter<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        route
             .route_layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
             .route_layer(middleware::from_fn_with_state(Gate { auth: self.clone(), role }, gate))
     }

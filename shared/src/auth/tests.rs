@@ -219,7 +219,7 @@ async fn tokens_are_checked_over_http() {
 async fn without_a_key_admin_routes_say_how_to_configure_auth() {
     let auth = Auth::not_configured();
     let status = crate::http::NodeStatus::new(1, vec!["control"]);
-    let addr = serve(crate::http::router(status, &auth)).await;
+    let addr = serve(crate::admin::router(crate::admin::AdminApi::new(status), &auth)).await;
     assert_eq!(get_with(addr, "/health", None).await.0, 200);
     assert_eq!(get_with(addr, "/metrics", None).await.0, 200);
     let some_token = token(&Signer::hs256(SECRET, &cfg()), Role::Admin);
@@ -235,7 +235,7 @@ async fn without_a_key_admin_routes_say_how_to_configure_auth() {
 async fn node_info_needs_a_viewer_token() {
     let (auth, signer) = hs256();
     let status = crate::http::NodeStatus::new(7, vec!["data"]);
-    let addr = serve(crate::http::router(status, &auth)).await;
+    let addr = serve(crate::admin::router(crate::admin::AdminApi::new(status), &auth)).await;
     assert_eq!(get_with(addr, "/admin/node/info", None).await.0, 401);
     let (code, body) =
         get_with(addr, "/admin/node/info", Some(&format!("Bearer {}", token(&signer, Role::Viewer)))).await;
