@@ -7,6 +7,7 @@ pub mod health_probe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chronik_control_plane::ControlNode;
@@ -33,7 +34,7 @@ pub struct Standalone {
     data: DataNode,
     gateway: Gateway,
     grpc: chronik_raft::GrpcServer,
-    http: (oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>),
+    http: RunningHttp,
 }
 
 async fn bind(addr: SocketAddr, what: &str, key: &str) -> Result<TcpListener, String> {
@@ -88,33 +89,19 @@ impl Standalone {
         );
         let api = AdminApi::new(status)
             .view(control.cluster_view(request_timeout(&cfg)))
-            .control(std::sync::Arc::new(remote))
-            .local(std::sync::Arc::new(control.raft_groups()));
-        let (http_tx, http_rx) = oneshot::channel::<()>();
-        let http = http::serve(http_l, admin::router(api, &auth), async move {
-            let _ = http_rx.await;
-        });
+            .control(Arc::new(remote))
+            .local(Arc::new(control.raft_groups()));
+        let http = HttpServer::new(http_l).serve(api, &auth);
         tracing::info!(target: "chronik_server", "Chronik standalone ready: Kafka on {kafka_addr}, HTTP on {http_addr}, gRPC on {grpc_addr}, data in {}", cfg.node.data_dir.display());
         if let Some(path) = &admin_token_file {
             tracing::info!(target: "chronik_server", "Admin API token (role admin) is in {}: curl -H \"Authorization: Bearer $(cat {})\" http://{http_addr}/admin/node/info", path.display(), path.display());
         }
-        Ok(Standalone {
-            kafka_addr,
-            http_addr,
-            grpc_addr,
-            admin_token_file,
-            control,
-            data,
-            gateway,
-            grpc,
-            http: (http_tx, http),
-        })
+        Ok(Standalone { kafka_addr, http_addr, grpc_addr, admin_token_file, control, data, gateway, grpc, http })
     }
 
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
-        let _ = self.http.0.send(());
-        let _ = self.http.1.await;
+        self.http.stop().await;
         self.data.shutdown().await;
         self.grpc.stop().await;
         self.control.shutdown().await;
@@ -126,28 +113,22 @@ impl Standalone {
 pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
     let auth = admin_auth::role_auth(&cfg).map_err(|e| e.to_string())?;
     let http_l = http::bind(cfg.listeners.http).await?;
-    let remote = std::sync::Arc::new(remote_control(&cfg));
-    let view = std::sync::Arc::new(ControlView(remote_control(&cfg)));
-    let (http_tx, http_rx) = oneshot::channel::<()>();
-    let serve = |api: AdminApi| {
-        http::serve(http_l, admin::router(api, &auth), async move {
-            let _ = http_rx.await;
-        })
-    };
-    let http = match role {
+    let remote = Arc::new(remote_control(&cfg));
+    let view = Arc::new(ControlView(remote_control(&cfg)));
+    let http = HttpServer::new(http_l);
+    match role {
         "control" => {
             let node = ControlNode::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?;
             let status = NodeStatus::new(cfg.node.id, vec!["control"]);
             control_checks(&status, &node);
-            let http = serve(
-                AdminApi::new(status)
-                    .view(node.cluster_view(request_timeout(&cfg)))
-                    .control(remote)
-                    .local(std::sync::Arc::new(node.raft_groups())),
-            );
+            let api = AdminApi::new(status)
+                .view(node.cluster_view(request_timeout(&cfg)))
+                .control(remote)
+                .local(Arc::new(node.raft_groups()));
+            let running = http.serve(api, &auth);
             wait_for_signal().await;
+            running.stop().await;
             node.shutdown().await;
-            http
         }
         "data" => {
             let node = DataNode::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?;
@@ -155,7 +136,7 @@ pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
             let registered = node.registration();
             status.add_check(
                 "registered",
-                std::sync::Arc::new(move || {
+                Arc::new(move || {
                     if *registered.borrow() {
                         Ok("registered with the control plane".to_string())
                     } else {
@@ -163,26 +144,56 @@ pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
                     }
                 }),
             );
-            let http =
-                serve(AdminApi::new(status).view(view).control(remote).local(std::sync::Arc::new(node.raft_groups())));
+            let api = AdminApi::new(status).view(view).control(remote).local(Arc::new(node.raft_groups()));
+            let running = http.serve(api, &auth);
             wait_for_signal().await;
+            running.stop().await;
             node.shutdown().await;
-            http
         }
         _ => {
-            let gw = Gateway::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?;
+            let gw = Arc::new(Gateway::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?);
             let status = NodeStatus::new(cfg.node.id, vec!["gateway"]);
             let kafka = gw.kafka_addr();
-            status.add_check("kafka_listener", std::sync::Arc::new(move || Ok(format!("serving Kafka on {kafka}"))));
-            let http = serve(AdminApi::new(status).view(view).control(remote));
+            status.add_check("kafka_listener", Arc::new(move || Ok(format!("serving Kafka on {kafka}"))));
+            let g = gw.clone();
+            status.add_check("control_plane", Arc::new(move || metadata_check(g.metadata_age())));
+            let running = http.serve(AdminApi::new(status).view(view).control(remote), &auth);
             wait_for_signal().await;
-            gw.shutdown().await;
-            http
+            // The health check holds the gateway: stop serving HTTP first.
+            running.stop().await;
+            if let Ok(gw) = Arc::try_unwrap(gw) {
+                gw.shutdown().await;
+            }
         }
-    };
-    let _ = http_tx.send(());
-    let _ = http.await;
+    }
     Ok(())
+}
+
+/// A role's HTTP port: bound before the role starts (a taken port fails fast), served once
+/// the role is up.
+struct HttpServer(TcpListener);
+
+struct RunningHttp(oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl HttpServer {
+    fn new(l: TcpListener) -> Self {
+        HttpServer(l)
+    }
+
+    fn serve(self, api: AdminApi, auth: &chronik_shared::auth::Auth) -> RunningHttp {
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = http::serve(self.0, admin::router(api, auth), async move {
+            let _ = rx.await;
+        });
+        RunningHttp(tx, handle)
+    }
+}
+
+impl RunningHttp {
+    async fn stop(self) {
+        let _ = self.0.send(());
+        let _ = self.1.await;
+    }
 }
 
 fn request_timeout(cfg: &ChronikConfig) -> Duration {
@@ -203,12 +214,26 @@ fn remote_control(cfg: &ChronikConfig) -> RemoteControl {
     )
 }
 
+/// A gateway routes by its copy of the cluster metadata, refreshed every few seconds.
+fn metadata_check(age: Option<Duration>) -> Result<String, String> {
+    match age {
+        Some(a) if a <= Duration::from_secs(30) => Ok(format!("cluster metadata refreshed {} ms ago", a.as_millis())),
+        Some(a) => Err(format!(
+            "cluster metadata is {} s old: the control plane is unreachable (check cluster.seed_nodes and the control nodes' health)",
+            a.as_secs()
+        )),
+        None => {
+            Err("no cluster metadata yet: the control plane has not answered (check cluster.seed_nodes)".to_string())
+        }
+    }
+}
+
 /// A control node is healthy while `__meta` has a leader.
 fn control_checks(status: &NodeStatus, node: &ControlNode) {
     let raft = node.raft().clone();
     status.add_check(
         "control_plane_leader",
-        std::sync::Arc::new(move || {
+        Arc::new(move || {
             use openraft::async_runtime::WatchReceiver;
             let m = raft.metrics().borrow_watched().clone();
             match m.current_leader {

@@ -484,7 +484,9 @@ impl RaftSnapshotBuilder<C> for ControlStateMachine {
         tracing::info!(target: "chronik_raft", partition = "__meta", "Creating snapshot: index={index}");
         let bytes = encode(&dump)?;
         let meta = SnapshotMetaOf::<C> { last_log_id: dump.applied, last_membership: dump.membership };
-        let files = self.persist_snapshot(&meta, &bytes)?;
+        let files = self.persist_snapshot(&meta, &bytes).inspect_err(|e| {
+            tracing::error!(target: "chronik_raft", partition = "__meta", "Snapshot save failed: {e}");
+        })?;
         tracing::info!(target: "chronik_raft", partition = "__meta", "Snapshot saved: size={} bytes", bytes.len());
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some((meta.clone(), files.clone()));
         Ok(openraft::Snapshot { meta, snapshot: files })

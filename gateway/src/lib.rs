@@ -56,6 +56,7 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    cache: Arc<MetadataCache>,
 }
 
 /// Configures a [`Gateway`] before it starts.
@@ -77,6 +78,12 @@ impl Gateway {
     /// The `host:port` this gateway tells clients (and the control plane) to use.
     pub fn advertised_kafka_addr(&self) -> &str {
         &self.advertised
+    }
+
+    /// How old this gateway's copy of the cluster metadata is (None before the first fetch).
+    /// It refreshes every few seconds; a copy much older means the control plane is unreachable.
+    pub fn metadata_age(&self) -> Option<Duration> {
+        self.cache.view().age()
     }
 
     /// Stops accepting, closes every connection and stops talking to the control plane.
@@ -146,8 +153,8 @@ impl GatewayBuilder {
         chronik_shared::metrics::init();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let server = tokio::spawn(server::serve(listener, ctx, shutdown_rx));
-        let background = vec![tokio::spawn(membership.run()), tokio::spawn(cache.run_refresher())];
+        let background = vec![tokio::spawn(membership.run()), tokio::spawn(cache.clone().run_refresher())];
         tracing::info!(target: "chronik_gateway", "gateway {broker_id} serving Kafka on {kafka_addr} (advertised as {advertised})");
-        Ok(Gateway { kafka_addr, advertised, shutdown, server, background })
+        Ok(Gateway { kafka_addr, advertised, shutdown, server, background, cache })
     }
 }

@@ -52,7 +52,7 @@ impl ClusterView {
         view
     }
 
-    fn age(&self) -> Option<Duration> {
+    pub fn age(&self) -> Option<Duration> {
         self.fetched_at.map(|t| t.elapsed())
     }
 

@@ -261,9 +261,13 @@ where
     m::RAFT_TERM.with_label_values(&[partition]).set(term as i64);
     m::RAFT_LOG_INDEX.with_label_values(&[partition]).set(mt.last_log_index.unwrap_or(0) as i64);
     // Raft's commitIndex of this node: the last entry it knows to be committed (and may apply).
-    m::RAFT_COMMIT_INDEX
-        .with_label_values(&[partition])
-        .set(mt.local_committed.as_ref().map(|l| l.index()).unwrap_or(0) as i64);
+    let committed = mt.local_committed.as_ref().map(|l| l.index()).unwrap_or(0) as i64;
+    let gauge = m::RAFT_COMMIT_INDEX.with_label_values(&[partition]);
+    if gauge.get() != committed {
+        // The guide's "Log committed" line; debug, as it moves with every produce.
+        tracing::debug!(target: "chronik_raft", partition, "Log committed: index={committed}");
+    }
+    gauge.set(committed);
 }
 
 fn remove_lag(partition: &str, node: u64) {

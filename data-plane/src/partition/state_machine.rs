@@ -345,9 +345,20 @@ impl RaftSnapshotBuilder<C> for PartitionStateMachine {
     /// its entries (design §4).
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotFiles>, io::Error> {
         let sm = self.clone();
-        tokio::task::spawn_blocking(move || sm.build_blocking())
+        let dir = self.snapshot_dir.display().to_string();
+        tracing::info!(target: "chronik_raft", "Creating snapshot: index={} in {dir}", self.lock().applied.map(|l| l.index).unwrap_or(0));
+        let built = tokio::task::spawn_blocking(move || sm.build_blocking())
             .await
-            .map_err(|e| io::Error::other(format!("building a partition snapshot: {e}")))?
+            .map_err(|e| io::Error::other(format!("building a partition snapshot: {e}")))
+            .and_then(|r| r);
+        match &built {
+            Ok(s) => {
+                let size: u64 = s.snapshot.files.iter().map(|(_, len)| *len).sum();
+                tracing::info!(target: "chronik_raft", "Snapshot saved: size={size} bytes in {dir}");
+            }
+            Err(e) => tracing::error!(target: "chronik_raft", "Snapshot build failed in {dir}: {e}"),
+        }
+        built
     }
 }
 
