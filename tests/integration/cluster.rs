@@ -399,3 +399,33 @@ pub fn with_auth(dir: &Path, cfg: &mut ChronikConfig) {
     }
     cfg.auth.jwt_hs256_secret_file = Some(secret);
 }
+
+/// Partition 0 of `topic` as the control plane reports it.
+pub async fn first_partition(
+    ctl: &chronik_proto::client::ControlClient,
+    topic: &str,
+) -> Option<chronik_proto::control::PartitionInfo> {
+    let md = ctl
+        .call(|mut c| async move { c.get_metadata(chronik_proto::control::GetMetadataRequest::default()).await })
+        .await
+        .ok()?;
+    md.topics.into_iter().find(|t| t.name == topic)?.partitions.into_iter().next()
+}
+
+/// Waits up to `timeout` for partition 0 of `topic` to satisfy `ok`; panics naming `what`.
+pub async fn wait_first_partition(
+    ctl: &chronik_proto::client::ControlClient,
+    topic: &str,
+    timeout: Duration,
+    what: &str,
+    ok: impl Fn(&chronik_proto::control::PartitionInfo) -> bool,
+) -> chronik_proto::control::PartitionInfo {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(p) = first_partition(ctl, topic).await.filter(|p| ok(p)) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "{what}: {:?}", first_partition(ctl, topic).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

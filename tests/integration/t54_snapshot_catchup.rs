@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chronik_proto::client::ControlClient;
-use chronik_proto::control::{GetMetadataRequest, PartitionInfo};
+use chronik_proto::control::PartitionInfo;
 use cluster::*;
 use harness::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -29,20 +29,8 @@ fn small_segments(cfg: &mut chronik_shared::config::ChronikConfig) {
     cfg.kafka.retention_check_interval_ms = 200;
 }
 
-async fn partition(ctl: &ControlClient) -> Option<PartitionInfo> {
-    let md = ctl.call(|mut c| async move { c.get_metadata(GetMetadataRequest::default()).await }).await.ok()?;
-    md.topics.into_iter().find(|t| t.name == TOPIC)?.partitions.into_iter().next()
-}
-
 async fn wait_partition(ctl: &ControlClient, what: &str, ok: impl Fn(&PartitionInfo) -> bool) -> PartitionInfo {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(p) = partition(ctl).await.filter(|p| ok(p)) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "{what}: {:?}", partition(ctl).await);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_first_partition(ctl, TOPIC, Duration::from_secs(90), what, ok).await
 }
 
 fn value(i: usize) -> String {
@@ -137,7 +125,7 @@ async fn follower_behind_retention_catches_up_by_snapshot_and_serves_every_retai
         next = Some(m.offset() + 1);
     }
     let first_read = *acked.keys().next().expect("records");
-    let after = partition(&ctl).await.expect("partition");
+    let after = first_partition(&ctl, TOPIC).await.expect("partition");
     assert_eq!(after.leader, Some(victim), "leadership moved away during the read: {after:?}");
     let served = hw - led.log_start_offset as i64;
     assert!(

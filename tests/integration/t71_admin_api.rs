@@ -95,25 +95,12 @@ async fn every_guide_http_command_answers_on_every_role() {
     assert_eq!(leaders.len(), 1, "every node names the same control-plane leader: {leaders:?}");
 
     // Topics through the gateway: create (operator), list, describe.
-    let (status, t) = call(
-        gateway.http,
-        "POST",
-        "/admin/topics",
-        &operator,
-        Some(json!({"name": TOPIC, "partitions": 3, "replication_factor": 3})),
-    )
-    .await;
+    let create = json!({"name": TOPIC, "partitions": 3, "replication_factor": 3});
+    let (status, t) = call(gateway.http, "POST", "/admin/topics", &operator, Some(create.clone())).await;
     assert_eq!(status, 200, "create topic: {t}");
     assert_eq!(t["partitions"].as_array().map(Vec::len), Some(3));
     assert_eq!(t["topic_id"].as_str().map(str::len), Some(32));
-    let (status, dup) = call(
-        gateway.http,
-        "POST",
-        "/admin/topics",
-        &operator,
-        Some(json!({"name": TOPIC, "partitions": 3, "replication_factor": 3})),
-    )
-    .await;
+    let (status, dup) = call(gateway.http, "POST", "/admin/topics", &operator, Some(create)).await;
     assert_eq!((status, dup["code"].as_str()), (409, Some("TopicAlreadyExists")), "{dup}");
     let (status, list) = call(cluster.data[0].http, "GET", "/admin/topics", &viewer, None).await;
     assert_eq!(status, 200);

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chronik_proto::client::ControlClient;
-use chronik_proto::control::{GetMetadataRequest, PartitionInfo};
+use chronik_proto::control::PartitionInfo;
 use chronik_shared::auth::Role;
 use cluster::*;
 use harness::*;
@@ -100,20 +100,8 @@ async fn wait_metrics(addr: SocketAddr, token: &str, what: &str, ok: impl Fn(&st
     }
 }
 
-async fn partition(ctl: &ControlClient) -> Option<PartitionInfo> {
-    let md = ctl.call(|mut c| async move { c.get_metadata(GetMetadataRequest::default()).await }).await.ok()?;
-    md.topics.into_iter().find(|t| t.name == TOPIC)?.partitions.into_iter().next()
-}
-
 async fn wait_partition(ctl: &ControlClient, what: &str, ok: impl Fn(&PartitionInfo) -> bool) -> PartitionInfo {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(p) = partition(ctl).await.filter(|p| ok(p)) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "{what}: {:?}", partition(ctl).await);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_first_partition(ctl, TOPIC, Duration::from_secs(60), what, ok).await
 }
 
 /// Produces `n` records to partition 0 with acks=all and waits for every acknowledgement.
