@@ -54,6 +54,22 @@ enum Command {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+    /// Run the operations guide's Quick Diagnostic Checklist across every node the given one
+    /// knows: exits non-zero on any critical finding.
+    Doctor {
+        /// Any node's HTTP API, e.g. http://node1:8080
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// An admin API token (viewer is enough).
+        #[arg(long, env = "CHRONIK_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for each node's answers: 3s, 500ms, 1m.
+        #[arg(long, default_value = "3s", value_parser = chronik_server::health_probe::parse_timeout)]
+        timeout: Duration,
+    },
     /// Probe a node's HTTP endpoint (for healthchecks where there is no curl): exits 0 on
     /// HTTP 200, printing the body, else non-zero with the reason.
     Health {
@@ -173,6 +189,23 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Debug { cmd } => debug(cmd),
+        Command::Doctor { url, token, json, timeout } => {
+            let target = chronik_server::health_probe::HttpUrl::parse(&url)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            let addr = format!("{}:{}", target.host, target.port);
+            let report = rt.block_on(chronik_shared::doctor::diagnose(&addr, token.trim(), timeout));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            let critical =
+                report.findings.iter().filter(|f| f.severity == chronik_shared::doctor::Severity::Critical).count();
+            if critical > 0 { Err(format!("{critical} critical finding(s)")) } else { Ok(()) }
+        }
         Command::Health { url, timeout } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

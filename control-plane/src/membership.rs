@@ -23,6 +23,14 @@ impl ControlServiceImpl {
         let leading = m.current_leader == Some(self.node_id);
         let lag = if leading { self.lag.get() } else { Default::default() };
         let alive = |id: u64| !leading || id == self.node_id || lag.get(&id).is_some_and(|l| l.ms <= self.lag_max_ms);
+        let http: std::collections::HashMap<u64, String> = self
+            .sm
+            .nodes()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.role == crate::types::Role::Control)
+            .map(|n| (n.node_id, n.http_addr))
+            .collect();
         let mut resp = MembersResponse {
             voters: Vec::new(),
             learners: Vec::new(),
@@ -37,6 +45,7 @@ impl ControlServiceImpl {
                 rack: String::new(),
                 alive: alive(*id),
                 last_heartbeat_ms: 0,
+                http_addr: http.get(id).cloned().unwrap_or_default(),
             };
             if voters.contains(id) {
                 resp.voters.push(info);

@@ -207,6 +207,7 @@ impl ControlNodeBuilder {
             lag_max_ms: cfg.cluster.raft.replica_lag_time_max_ms,
         };
         let mut group_tasks = group_tasks;
+        group_tasks.push(tokio::spawn(register_addresses(id, &cfg)));
         group_tasks.push(crate::balancer::spawn(
             svc.clone(),
             Duration::from_millis(cfg.cluster.heartbeat.interval_ms.saturating_mul(5).max(100)),
@@ -335,5 +336,44 @@ async fn join_loop(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Records this node's gRPC and HTTP addresses in the control plane (Raft membership holds
+/// only the gRPC one), so `chronik-server doctor` can find every node's HTTP API. Retries
+/// until the control plane has a leader that accepts it.
+fn register_addresses(id: u64, cfg: &ChronikConfig) -> impl std::future::Future<Output = ()> + use<> {
+    let mut seeds: Vec<String> = cfg.cluster.seed_nodes.iter().map(|s| s.addr()).collect();
+    seeds.push(cfg.listeners.advertised_grpc_addr());
+    let client =
+        chronik_proto::client::ControlClient::new(seeds, Duration::from_millis(cfg.cluster.network.request_timeout_ms));
+    let node = chronik_proto::control::NodeInfo {
+        node_id: id,
+        role: chronik_proto::control::NodeRole::Control as i32,
+        addr: cfg.listeners.advertised_grpc_addr(),
+        rack: cfg.node.rack.clone().unwrap_or_default(),
+        alive: true,
+        last_heartbeat_ms: 0,
+        http_addr: cfg.listeners.advertised_http_addr(),
+    };
+    async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let req = chronik_proto::control::RegisterNodeRequest { node: Some(node.clone()) };
+            let done = client
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.register_node(req).await }
+                })
+                .await;
+            match done {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!(target: "chronik_cluster", "recording node {id}'s addresses: {}; retrying", e.message())
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 }

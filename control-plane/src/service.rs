@@ -202,6 +202,7 @@ impl ControlServiceImpl {
             rack: n.rack.clone(),
             alive: self.liveness.is_alive(n.node_id),
             last_heartbeat_ms: seen.map(|s| s.wall_ms).unwrap_or(0),
+            http_addr: n.http_addr.clone(),
         }
     }
 }
@@ -216,10 +217,19 @@ impl ControlService for ControlServiceImpl {
         let role = match NodeRole::try_from(node.role) {
             Ok(NodeRole::Data) => Role::Data,
             Ok(NodeRole::Gateway) => Role::Gateway,
-            _ => return Err(Status::invalid_argument("only data nodes and gateways register")),
+            // Control nodes register only their addresses (membership is Raft's).
+            Ok(NodeRole::Control) => Role::Control,
+            _ => return Err(Status::invalid_argument("RegisterNode needs a role")),
         };
         self.ensure_leader()?;
-        let rec = NodeRecord { node_id: node.node_id, role, addr: node.addr, rack: node.rack, draining: false };
+        let rec = NodeRecord {
+            node_id: node.node_id,
+            role,
+            addr: node.addr,
+            rack: node.rack,
+            draining: false,
+            http_addr: node.http_addr,
+        };
         let known = self.sm.nodes().map_err(internal)?.into_iter().any(|n| n == rec);
         if !known {
             self.write(ControlCommand::RegisterNode(rec.clone())).await?;

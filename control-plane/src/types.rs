@@ -29,13 +29,16 @@ pub enum Role {
 pub struct NodeRecord {
     pub node_id: u64,
     pub role: Role,
-    /// gRPC address for data nodes, Kafka address for gateways.
+    /// gRPC address for control and data nodes, Kafka address for gateways.
     pub addr: String,
     #[serde(default)]
     pub rack: String,
     /// Being decommissioned: no new replicas, and its replicas move away.
     #[serde(default)]
     pub draining: bool,
+    /// `host:port` of its HTTP API, for `chronik-server doctor`'s discovery.
+    #[serde(default)]
+    pub http_addr: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -293,6 +293,7 @@ async fn heartbeat_loop(inner: Arc<DataInner>) {
         rack: cfg.node.rack.clone().unwrap_or_default(),
         alive: true,
         last_heartbeat_ms: 0,
+        http_addr: cfg.listeners.advertised_http_addr(),
     };
     let mut backoff = Duration::from_millis(100);
     loop {

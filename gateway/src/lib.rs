@@ -139,6 +139,7 @@ impl GatewayBuilder {
             node_id: config.node.id,
             kafka_addr: advertised.clone(),
             rack: config.node.rack.clone().unwrap_or_default(),
+            http_addr: config.listeners.advertised_http_addr(),
             interval: Duration::from_millis(config.cluster.heartbeat.interval_ms.max(10)),
         };
         let ctx = Arc::new(Ctx {

@@ -13,6 +13,7 @@ pub(crate) struct Membership {
     pub node_id: u64,
     pub kafka_addr: String,
     pub rack: String,
+    pub http_addr: String,
     pub interval: Duration,
 }
 
@@ -62,6 +63,7 @@ impl Membership {
             rack: self.rack.clone(),
             alive: true,
             last_heartbeat_ms: 0,
+            http_addr: self.http_addr.clone(),
         };
         self.control
             .call(|mut c| {

@@ -42,6 +42,7 @@ fn member(n: &WireNode) -> Member {
         role: role.to_string(),
         alive: n.alive,
         last_heartbeat_ms: (n.last_heartbeat_ms > 0).then_some(n.last_heartbeat_ms),
+        http_addr: (!n.http_addr.is_empty()).then(|| n.http_addr.clone()),
     }
 }
 

@@ -17,11 +17,34 @@ pub struct NodeStatus {
     pub version: &'static str,
     pub checks: Arc<RwLock<Vec<(String, Check)>>>,
     pub started_ms: u64,
+    /// Where the node keeps its data (its free space is reported).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The config's validation warnings (values that work but are risky).
+    pub config_warnings: Vec<String>,
+    /// `host:port` other nodes reach this node's HTTP API at (`/admin/diagnose` starts here).
+    pub http_addr: Option<String>,
 }
 
 impl NodeStatus {
     pub fn new(node_id: u64, roles: Vec<&'static str>) -> Self {
-        Self { node_id, roles, version: env!("CARGO_PKG_VERSION"), checks: Arc::default(), started_ms: now_ms() }
+        Self {
+            node_id,
+            roles,
+            version: env!("CARGO_PKG_VERSION"),
+            checks: Arc::default(),
+            started_ms: now_ms(),
+            data_dir: None,
+            config_warnings: Vec::new(),
+            http_addr: None,
+        }
+    }
+
+    /// Reports `cfg`'s data directory and validation warnings in node info.
+    pub fn with_config(mut self, cfg: &crate::config::ChronikConfig) -> Self {
+        self.data_dir = Some(cfg.node.data_dir.clone());
+        self.config_warnings = cfg.validate().unwrap_or_default();
+        self.http_addr = Some(cfg.listeners.advertised_http_addr());
+        self
     }
 
     pub fn add_check(&self, name: impl Into<String>, check: Check) {

@@ -7,6 +7,7 @@
 //!   roles implement to answer it.
 //! - `auth/`: JWT authentication of the admin REST API: roles, key loading, the route-group
 //!   middleware, token minting.
+//! - `doctor/`: `chronik-server doctor` / `/admin/diagnose`, the guide's checklist over every node.
 //! - `error.rs`: the one table of error codes, with its conversions to gRPC status and HTTP.
 //! - `telemetry.rs`: tracing setup; `metrics.rs`: the Prometheus registry and families.
 //! - `profile.rs`: CPU profiling (`CHRONIK_CPU_PROFILE`) and its flamegraph.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -283,6 +283,19 @@ impl ProcCluster {
         Self::start_full(dir, 1, data_nodes, node_timeout_ms, tweak).await
     }
 
+    /// As [`ProcCluster::start_full`], with `control_tweak` applied to the control nodes'
+    /// configs too.
+    pub async fn start_tuned(
+        dir: &Path,
+        controls: u64,
+        data_nodes: u64,
+        node_timeout_ms: u64,
+        tweak: fn(&mut ChronikConfig),
+        control_tweak: fn(&mut ChronikConfig),
+    ) -> ProcCluster {
+        Self::start_inner(dir, controls, data_nodes, node_timeout_ms, tweak, control_tweak).await
+    }
+
     /// `controls` control nodes (1, then 101, 102, ... joining it), then `data_nodes` data nodes
     /// (2, 3, ...).
     pub async fn start_full(
@@ -292,10 +305,22 @@ impl ProcCluster {
         node_timeout_ms: u64,
         tweak: fn(&mut ChronikConfig),
     ) -> ProcCluster {
+        Self::start_inner(dir, controls, data_nodes, node_timeout_ms, tweak, |_| {}).await
+    }
+
+    async fn start_inner(
+        dir: &Path,
+        controls: u64,
+        data_nodes: u64,
+        node_timeout_ms: u64,
+        tweak: fn(&mut ChronikConfig),
+        control_tweak: fn(&mut ChronikConfig),
+    ) -> ProcCluster {
         let control_port = free_port();
         let mut cfg = control_config(dir, 1, control_port, vec![]);
         fast_failover(&mut cfg, node_timeout_ms);
         with_auth(dir, &mut cfg);
+        control_tweak(&mut cfg);
         let control = ControlProc::start_role(dir, &cfg, "control");
         wait_views(&[control_port], Duration::from_secs(20), |v| agreed(v, &[1]).is_some()).await;
         let mut c = ProcCluster {
@@ -311,6 +336,7 @@ impl ProcCluster {
             let mut cfg = control_config(dir, id, free_port(), vec![seed(1, control_port)]);
             fast_failover(&mut cfg, node_timeout_ms);
             with_auth(dir, &mut cfg);
+            control_tweak(&mut cfg);
             c.more_controls.push(ControlProc::start_role(dir, &cfg, "control"));
         }
         if controls > 1 {

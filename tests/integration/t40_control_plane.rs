@@ -129,6 +129,7 @@ async fn isolated_leader_commits_nothing_and_steps_down_after_healing() {
         addr: "127.0.0.1:1".into(),
         rack: String::new(),
         draining: false,
+        http_addr: String::new(),
     }));
     let outcome = tokio::time::timeout(Duration::from_secs(2), write).await;
     assert!(!matches!(outcome, Ok(Ok(_))), "the isolated old leader committed a write: {outcome:?}");
@@ -176,6 +177,7 @@ async fn learner_catches_up_by_chunked_snapshot_despite_a_lost_chunk() {
                     addr: format!("10.0.0.1:{}", id % 60000),
                     rack: String::new(),
                     draining: false,
+                    http_addr: String::new(),
                 }))
                 .await
                 .expect("write");

@@ -113,6 +113,14 @@ pub(super) fn table() -> Vec<Route> {
         .answers::<LeaderInfo>(),
         Route::new(
             Method::GET,
+            "/admin/diagnose",
+            v,
+            "The Quick Diagnostic Checklist across every node this one knows (as `chronik-server doctor`)",
+            get(diagnose),
+        )
+        .answers::<crate::doctor::Diagnosis>(),
+        Route::new(
+            Method::GET,
             "/admin/cluster/partitions",
             v,
             "Leader, replicas and ISR of __meta and of every data partition",
@@ -287,6 +295,17 @@ async fn node_info(State(api): State<AdminApi>) -> Json<NodeInfo> {
         now_ms: now,
         uptime_ms: now.saturating_sub(s.started_ms),
         raft_groups: api.local.as_ref().map(|l| l.states()).unwrap_or_default(),
+        disk: s.data_dir.as_deref().and_then(disk_info),
+        config_warnings: s.config_warnings.clone(),
+    })
+}
+
+fn disk_info(dir: &std::path::Path) -> Option<DiskInfo> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(DiskInfo {
+        path: dir.display().to_string(),
+        total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+        free_bytes: st.f_bavail.saturating_mul(st.f_frsize),
     })
 }
 
@@ -300,6 +319,17 @@ async fn leader(State(api): State<AdminApi>) -> Answered<LeaderInfo> {
 
 async fn partitions(State(api): State<AdminApi>) -> Answered<Vec<PartitionRow>> {
     Ok(Json(view(&api)?.partitions().await?))
+}
+
+/// Asks every node with the caller's own token (all nodes share the key).
+async fn diagnose(State(api): State<AdminApi>, headers: axum::http::HeaderMap) -> Answered<crate::doctor::Diagnosis> {
+    let me = api.status.http_addr.clone().ok_or_else(|| missing("does not know its own HTTP address"))?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_string()))
+        .unwrap_or_default();
+    Ok(Json(crate::doctor::diagnose(&me, &token, std::time::Duration::from_secs(3)).await))
 }
 
 async fn transfer_leader(State(api): State<AdminApi>, body: Bytes) -> Answered<Transferred> {

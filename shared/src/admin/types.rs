@@ -20,6 +20,9 @@ pub struct Member {
     pub alive: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_heartbeat_ms: Option<u64>,
+    /// `host:port` of the node's HTTP API, once the node has registered it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_addr: Option<String>,
 }
 
 /// `GET /admin/cluster/members`.
@@ -186,6 +189,19 @@ pub struct NodeInfo {
     pub uptime_ms: u64,
     /// This node's Raft groups: `__meta` and/or the data partitions it hosts.
     pub raft_groups: Vec<RaftGroupState>,
+    /// The file system holding `node.data_dir`.
+    pub disk: Option<DiskInfo>,
+    /// Config values that work but are risky (the start logged them too).
+    pub config_warnings: Vec<String>,
+}
+
+/// Space on the file system holding a node's data directory.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DiskInfo {
+    pub path: String,
+    pub total_bytes: u64,
+    /// Available to the node's (unprivileged) writes.
+    pub free_bytes: u64,
 }
 
 /// One Raft group on this node.

@@ -80,6 +80,10 @@ pub struct ListenersConfig {
     /// `host:port` peers are told to connect to; defaults to the gRPC bind address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_grpc: Option<String>,
+    /// `host:port` of this node's HTTP API as other nodes and `chronik-server doctor` reach
+    /// it; defaults to the HTTP bind address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_http: Option<String>,
 }
 
 impl Default for ListenersConfig {
@@ -91,6 +95,7 @@ impl Default for ListenersConfig {
             grpc: SocketAddr::new(any, 9093),
             advertised_kafka: None,
             advertised_grpc: None,
+            advertised_http: None,
         }
     }
 }
@@ -106,6 +111,12 @@ impl ListenersConfig {
     /// with a wildcard IP replaced by this machine's hostname (or `127.0.0.1`).
     pub fn advertised_grpc_addr(&self) -> String {
         advertised_or_bind(self.advertised_grpc.as_deref(), self.grpc)
+    }
+
+    /// The `host:port` of this node's HTTP API for other nodes: `advertised_http`, else the
+    /// HTTP bind address with a wildcard IP replaced by this machine's hostname.
+    pub fn advertised_http_addr(&self) -> String {
+        advertised_or_bind(self.advertised_http.as_deref(), self.http)
     }
 }
 
@@ -396,6 +407,7 @@ impl ChronikConfig {
                 grpc: SocketAddr::new(lo, 9093),
                 advertised_kafka: None,
                 advertised_grpc: None,
+                advertised_http: None,
             },
             ..ChronikConfig::default()
         }

@@ -72,6 +72,7 @@ impl ChronikConfig {
         for (key, value, example) in [
             ("listeners.advertised_kafka", &l.advertised_kafka, "node7:9092"),
             ("listeners.advertised_grpc", &l.advertised_grpc, "node1:9093"),
+            ("listeners.advertised_http", &l.advertised_http, "node1:8080"),
         ] {
             if let Some(addr) = value
                 && !is_host_port(addr)

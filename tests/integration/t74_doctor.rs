@@ -1,0 +1,117 @@
+//! `chronik-server doctor` against real processes (3 control, 3 data, 1 gateway): all green
+//! on a healthy cluster, and for each injected problem it names the problem, the node and the
+//! guide section, and exits non-zero. `/admin/diagnose` answers the same from any node.
+
+mod cluster;
+mod harness;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chronik_shared::auth::Role;
+use chronik_shared::config::ChronikConfig;
+use cluster::*;
+use harness::http;
+use serde_json::Value;
+
+/// Raft timers the config lint accepts (heartbeat at most a tenth of the election timeout).
+fn lint_clean(cfg: &mut ChronikConfig) {
+    cfg.cluster.raft.heartbeat_interval_ms = 30;
+}
+
+/// Runs the doctor: (exit success, JSON report).
+fn doctor(url: &str, token: &str) -> (bool, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
+        .args(["doctor", "--url", url, "--token", token, "--json", "--timeout", "2s"])
+        .output()
+        .expect("run doctor");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let report = serde_json::from_str(&text).unwrap_or_else(|e| panic!("doctor printed no JSON ({e}): {text}"));
+    (out.status.success(), report, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+fn findings(report: &Value, severity: &str) -> Vec<Value> {
+    report["findings"].as_array().into_iter().flatten().filter(|f| f["severity"] == severity).cloned().collect()
+}
+
+/// Runs the doctor until `ok` holds for a report (problems take a moment to show).
+fn doctor_until(url: &str, token: &str, what: &str, ok: impl Fn(bool, &Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (success, report, stderr) = doctor(url, token);
+        if ok(success, &report) {
+            return report;
+        }
+        assert!(Instant::now() < deadline, "{what}: never seen; last report {report:#} stderr {stderr}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn names(f: &Value, check: &str, node: u64, section: &str) -> bool {
+    f["check"] == check && f["node"] == node && f["guide_section"].as_str().is_some_and(|s| s.starts_with(section))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_is_green_on_a_healthy_cluster_and_names_each_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = ProcCluster::start_tuned(dir.path(), 3, 3, 3000, lint_clean, lint_clean).await;
+    let _gateway = cluster.start_node(50, "gateway");
+    cluster.create_topic("doctor", 3, 3).await;
+    let token = cluster.token(Role::Viewer);
+    let url = format!("http://{}", cluster.control.http);
+
+    // Healthy: every node found, nothing but passes, exit 0.
+    let report = doctor_until(&url, &token, "an all-green report", |success, r| {
+        success && r["nodes"].as_array().is_some_and(|n| n.len() == 7) && findings(r, "warning").is_empty()
+    });
+    assert_eq!(report["healthy"], true);
+    assert!(findings(&report, "critical").is_empty(), "{report:#}");
+    let ids: Vec<u64> =
+        report["nodes"].as_array().into_iter().flatten().filter_map(|n| n["node_id"].as_u64()).collect();
+    for id in [1, 101, 102, 2, 3, 4, 50] {
+        assert!(ids.contains(&id), "node {id} discovered: {ids:?}");
+    }
+    // The same from the API of a data node.
+    let (status, body) = http(cluster.data[0].http, "GET", "/admin/diagnose", Some(&token), None).await;
+    assert_eq!(status, 200);
+    let api: Value = serde_json::from_str(&body).expect("diagnose JSON");
+    assert_eq!(api["healthy"], true, "{api:#}");
+
+    // A risky config value on a new gateway: named, with the key, and critical.
+    let mut risky = cluster.config(51);
+    risky.cluster.raft.heartbeat_interval_ms = 100;
+    let _risky = ControlProc::start_role(dir.path(), &risky, "gateway");
+    let report = doctor_until(&url, &token, "the risky config", |success, r| {
+        !success && findings(r, "critical").iter().any(|f| names(f, "config", 51, "Issue 6"))
+    });
+    let f = findings(&report, "critical").into_iter().find(|f| f["check"] == "config").expect("config finding");
+    assert!(f["message"].as_str().is_some_and(|m| m.contains("heartbeat_interval_ms")), "{f}");
+    drop(_risky);
+
+    // A paused data node (a follower of every partition it does not lead): unreachable, and
+    // its leaders report it lagging.
+    cluster.data[1].pause();
+    let paused = cluster.data[1].id;
+    let report = doctor_until(&url, &token, "the paused follower", |success, r| {
+        let c = findings(r, "critical");
+        let all: Vec<Value> = c.iter().chain(findings(r, "warning").iter()).cloned().collect();
+        !success
+            && c.iter().any(|f| names(f, "reachability", paused, "Issue 1"))
+            && all.iter().any(|f| names(f, "replication", paused, "Issue 3"))
+    });
+    assert_eq!(report["healthy"], false);
+    cluster.data[1].resume();
+    doctor_until(&url, &token, "recovery after resume", |_, r| {
+        !findings(r, "critical")
+            .iter()
+            .chain(findings(r, "warning").iter())
+            .any(|f| f["node"] == paused && f["check"] != "config")
+    });
+
+    // A control node down.
+    let down = cluster.more_controls[1].id;
+    cluster.more_controls[1].kill9();
+    doctor_until(&url, &token, "the control node down", |success, r| {
+        !success && findings(r, "critical").iter().any(|f| names(f, "reachability", down, "Issue 1"))
+    });
+}
