@@ -10,6 +10,8 @@ missing=()
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v perl >/dev/null 2>&1 || missing+=(perl)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# libfaketime: the doctor test runs a node with a skewed clock.
+compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || missing+=(libfaketime)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

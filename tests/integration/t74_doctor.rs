@@ -30,6 +30,18 @@ fn doctor(url: &str, token: &str) -> (bool, Value, String) {
     (out.status.success(), report, String::from_utf8_lossy(&out.stderr).to_string())
 }
 
+/// libfaketime's multi-threaded library, as scripts/test.sh installs it.
+fn faketime() -> &'static str {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is not installed (scripts/test.sh installs it: apt-get install libfaketime)");
+    Box::leak(found.display().to_string().into_boxed_str())
+}
+
 fn findings(report: &Value, severity: &str) -> Vec<Value> {
     report["findings"].as_array().into_iter().flatten().filter(|f| f["severity"] == severity).cloned().collect()
 }
@@ -87,6 +99,21 @@ async fn doctor_is_green_on_a_healthy_cluster_and_names_each_problem() {
     let f = findings(&report, "critical").into_iter().find(|f| f["check"] == "config").expect("config finding");
     assert!(f["message"].as_str().is_some_and(|m| m.contains("heartbeat_interval_ms")), "{f}");
     drop(_risky);
+
+    // A node whose clock runs 10 s ahead (libfaketime; monotonic time left alone so its
+    // timers work): named, critical.
+    let skewed = ControlProc::start_role_env(
+        dir.path(),
+        &cluster.config(52),
+        "gateway",
+        vec![("LD_PRELOAD", faketime()), ("FAKETIME", "+10s"), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")],
+    );
+    let report = doctor_until(&url, &token, "the skewed clock", |success, r| {
+        !success && findings(r, "critical").iter().any(|f| names(f, "clock", 52, "Issue 2"))
+    });
+    let f = findings(&report, "critical").into_iter().find(|f| f["check"] == "clock").expect("clock finding");
+    assert!(f["message"].as_str().is_some_and(|m| m.contains("ms off")), "{f}");
+    drop(skewed);
 
     // A paused data node (a follower of every partition it does not lead): unreachable, and
     // its leaders report it lagging.
