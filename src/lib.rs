@@ -80,7 +80,8 @@ impl Standalone {
         gw_cfg.cluster.seed_nodes = vec![seed];
         let gateway = Gateway::builder(gw_cfg).kafka_listener(kafka_l).start().await.map_err(|e| e.to_string())?;
 
-        let status = NodeStatus::new(base_id, vec!["control", "data", "gateway"]).with_config(&cfg);
+        let status =
+            NodeStatus::new(base_id, vec!["control", "data", "gateway"]).with_config(&cfg).with_wal_scrub(&cfg);
         control_checks(&status, &control);
         let remote = RemoteControl::new(
             base_id,
@@ -119,7 +120,7 @@ pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
     match role {
         "control" => {
             let node = ControlNode::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?;
-            let status = NodeStatus::new(cfg.node.id, vec!["control"]).with_config(&cfg);
+            let status = NodeStatus::new(cfg.node.id, vec!["control"]).with_config(&cfg).with_wal_scrub(&cfg);
             control_checks(&status, &node);
             let api = AdminApi::new(status)
                 .view(node.cluster_view(request_timeout(&cfg)))
@@ -132,7 +133,7 @@ pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
         }
         "data" => {
             let node = DataNode::builder(cfg.clone()).start().await.map_err(|e| e.to_string())?;
-            let status = NodeStatus::new(cfg.node.id, vec!["data"]).with_config(&cfg);
+            let status = NodeStatus::new(cfg.node.id, vec!["data"]).with_config(&cfg).with_wal_scrub(&cfg);
             let registered = node.registration();
             status.add_check(
                 "registered",

@@ -23,6 +23,8 @@ pub struct NodeStatus {
     pub config_warnings: Vec<String>,
     /// `host:port` other nodes reach this node's HTTP API at (`/admin/diagnose` starts here).
     pub http_addr: Option<String>,
+    /// The scrub of this node's WAL, on nodes that have one.
+    pub wal: Option<Arc<crate::wal::Scrubber>>,
 }
 
 impl NodeStatus {
@@ -36,6 +38,7 @@ impl NodeStatus {
             data_dir: None,
             config_warnings: Vec::new(),
             http_addr: None,
+            wal: None,
         }
     }
 
@@ -44,6 +47,30 @@ impl NodeStatus {
         self.data_dir = Some(cfg.node.data_dir.clone());
         self.config_warnings = cfg.validate().unwrap_or_default();
         self.http_addr = Some(cfg.listeners.advertised_http_addr());
+        self
+    }
+
+    /// Scrubs `data_dir/wal` every `wal.scrub_interval_secs` and fails the `wal` health check
+    /// while the last pass found damage. Needs a tokio runtime.
+    pub fn with_wal_scrub(mut self, cfg: &crate::config::ChronikConfig) -> Self {
+        let every =
+            (cfg.wal.scrub_interval_secs > 0).then(|| std::time::Duration::from_secs(cfg.wal.scrub_interval_secs));
+        let scrub = Arc::new(crate::wal::Scrubber::spawn(cfg.node.data_dir.join("wal"), every));
+        let s = Arc::downgrade(&scrub);
+        self.add_check(
+            "wal",
+            Arc::new(move || {
+                let Some(status) = s.upgrade().map(|s| s.status()) else { return Ok("stopped".into()) };
+                match (status.problems.first(), status.last_run_ms) {
+                    (Some(p), _) => Err(format!("WAL damage found: {p} (and {} more)", status.problems.len() - 1)),
+                    (None, Some(_)) => {
+                        Ok(format!("{} stream(s), {} record(s) verified", status.streams, status.records))
+                    }
+                    (None, None) => Ok("not scrubbed yet".into()),
+                }
+            }),
+        );
+        self.wal = Some(scrub);
         self
     }
 

@@ -11,12 +11,19 @@ use std::time::{Duration, Instant};
 use chronik_shared::auth::Role;
 use chronik_shared::config::ChronikConfig;
 use cluster::*;
-use harness::http;
+use harness::{http, producer_config};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 
 /// Raft timers the config lint accepts (heartbeat at most a tenth of the election timeout).
 fn lint_clean(cfg: &mut ChronikConfig) {
     cfg.cluster.raft.heartbeat_interval_ms = 30;
+}
+
+/// As [`lint_clean`], with segments small enough that a few hundred KiB seal some.
+fn data_node(cfg: &mut ChronikConfig) {
+    lint_clean(cfg);
+    cfg.wal.segment_bytes = 64 * 1024;
 }
 
 /// Runs the doctor: (exit success, JSON report).
@@ -66,8 +73,9 @@ fn names(f: &Value, check: &str, node: u64, section: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_is_green_on_a_healthy_cluster_and_names_each_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut cluster = ProcCluster::start_tuned(dir.path(), 3, 3, 3000, lint_clean, lint_clean).await;
-    let _gateway = cluster.start_node(50, "gateway");
+    let mut cluster = ProcCluster::start_tuned(dir.path(), 3, 3, 3000, data_node, lint_clean).await;
+    let gateway_cfg = cluster.config(50);
+    let _gateway = ControlProc::start_role(dir.path(), &gateway_cfg, "gateway");
     cluster.create_topic("doctor", 3, 3).await;
     let token = cluster.token(Role::Viewer);
     let url = format!("http://{}", cluster.control.http);
@@ -141,4 +149,49 @@ async fn doctor_is_green_on_a_healthy_cluster_and_names_each_problem() {
     doctor_until(&url, &token, "the control node down", |success, r| {
         !success && findings(r, "critical").iter().any(|f| names(f, "reachability", down, "Issue 1"))
     });
+
+    // A damaged sealed segment on a running data node: its scrub finds it, the doctor names it.
+    let producer: FutureProducer =
+        producer_config(&gateway_cfg.listeners.kafka.to_string()).create().expect("producer");
+    // Incompressible, so the bytes on disk are what was sent.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let value: Vec<u8> = (0..1024)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let sends = (0..300).map(|_| {
+        producer.send(FutureRecord::<(), _>::to("doctor").partition(0).payload(&value), Duration::from_secs(60))
+    });
+    for sent in futures::future::join_all(sends).await {
+        sent.expect("acknowledged");
+    }
+    let victim = &cluster.data[0];
+    let seg_dir = dir.path().join(format!("node{}", victim.id)).join("wal").join("doctor-0");
+    let mut segments: Vec<_> = std::fs::read_dir(&seg_dir)
+        .expect("segments")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segments.sort();
+    assert!(segments.len() >= 2, "small segments rolled (the first one is sealed): {segments:?}");
+    let mut bytes = std::fs::read(&segments[0]).expect("read segment");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&segments[0], bytes).expect("corrupt segment");
+    let operator = cluster.token(Role::Operator);
+    let (status, body) = http(victim.http, "POST", "/admin/wal/verify", Some(&operator), None).await;
+    assert_eq!(status, 200, "{body}");
+    let scrub: Value = serde_json::from_str(&body).expect("scrub JSON");
+    let name = segments[0].file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    assert!(scrub["problems"][0].as_str().is_some_and(|p| p.contains(&name)), "scrub names the segment: {scrub}");
+    let report = doctor_until(&url, &token, "the corrupt segment", |success, r| {
+        !success
+            && findings(r, "critical").iter().any(|f| names(f, "wal", victim.id, "Diagnostic Commands: WAL Inspection"))
+    });
+    assert!(report.to_string().contains(&name), "the finding names the segment file");
 }

@@ -167,6 +167,14 @@ pub(super) fn table() -> Vec<Route> {
         .takes::<GroupTarget>()
         .answers::<Snapshots>(),
         Route::new(
+            Method::POST,
+            "/admin/wal/verify",
+            o,
+            "Check every record's checksum in this node's WAL now (as the background scrub does)",
+            post(wal_verify),
+        )
+        .answers::<WalScrubStatus>(),
+        Route::new(
             Method::GET,
             "/admin/snapshot/info",
             v,
@@ -297,6 +305,7 @@ async fn node_info(State(api): State<AdminApi>) -> Json<NodeInfo> {
         raft_groups: api.local.as_ref().map(|l| l.states()).unwrap_or_default(),
         disk: s.data_dir.as_deref().and_then(disk_info),
         config_warnings: s.config_warnings.clone(),
+        wal: s.wal.as_ref().map(|w| w.status()),
     })
 }
 
@@ -356,6 +365,11 @@ async fn snapshot(State(api): State<AdminApi>, body: Bytes) -> Answered<Snapshot
     let target: GroupTarget = parse_or_default(&body)?;
     let groups = local(&api)?.snapshot(target).await?;
     Ok(Json(Snapshots { node_id: api.status.node_id, groups }))
+}
+
+async fn wal_verify(State(api): State<AdminApi>) -> Answered<WalScrubStatus> {
+    let scrub = api.status.wal.clone().ok_or_else(|| missing("keeps no WAL: it is a gateway"))?;
+    Ok(Json(scrub.run_now().await))
 }
 
 async fn snapshot_info(State(api): State<AdminApi>) -> Answered<Snapshots> {

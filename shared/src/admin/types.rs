@@ -193,6 +193,22 @@ pub struct NodeInfo {
     pub disk: Option<DiskInfo>,
     /// Config values that work but are risky (the start logged them too).
     pub config_warnings: Vec<String>,
+    /// The last check of every record's checksum in this node's WAL.
+    pub wal: Option<WalScrubStatus>,
+}
+
+/// The outcome of the last WAL scrub (`wal.scrub_interval_secs`, `POST /admin/wal/verify`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct WalScrubStatus {
+    /// When the last pass started (ms since the epoch); none yet when absent.
+    pub last_run_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// Streams (Raft groups) read.
+    pub streams: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Damage found: the segment file, the position and what is wrong.
+    pub problems: Vec<String>,
 }
 
 /// Space on the file system holding a node's data directory.

@@ -305,11 +305,19 @@ pub struct WalConfig {
     pub segment_bytes: u64,
     /// How long the `high` profile waits to gather more appends into one sync, microseconds.
     pub linger_us: u64,
+    /// How often every record's checksum is read back in the background, seconds; 0 turns
+    /// the scrub off (`POST /admin/wal/verify` still runs one).
+    pub scrub_interval_secs: u64,
 }
 
 impl Default for WalConfig {
     fn default() -> Self {
-        Self { profile: WalProfile::Medium, segment_bytes: 64 * 1024 * 1024, linger_us: 2000 }
+        Self {
+            profile: WalProfile::Medium,
+            segment_bytes: 64 * 1024 * 1024,
+            linger_us: 2000,
+            scrub_interval_secs: 3600,
+        }
     }
 }
 

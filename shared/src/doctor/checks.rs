@@ -13,6 +13,7 @@ const LAG: &str = "Issue 3: Log Replication Lag";
 const SNAPSHOT: &str = "Issue 4: Snapshot Transfer Fails";
 const ELECTION: &str = "Issue 6: Leader Election Takes Too Long";
 const METRICS: &str = "Metric Interpretation";
+const WAL: &str = "Diagnostic Commands: WAL Inspection";
 
 /// Lag (entries, ms) the guide calls healthy, and where it says to alert.
 const LAG_OK: (f64, f64) = (1_000.0, 1_000.0);
@@ -56,7 +57,26 @@ pub fn run(reports: &[NodeReport]) -> Vec<Finding> {
     disk(&up, &mut f);
     clocks(&up, &mut f);
     config(&up, &mut f);
+    wal(&up, &mut f);
     f.0
+}
+
+fn wal(up: &[&NodeReport], f: &mut Findings) {
+    for r in up {
+        for p in r.info.iter().filter_map(|i| i.wal.as_ref()).flat_map(|w| w.problems.iter()) {
+            f.add(
+                Severity::Critical,
+                "wal",
+                r.node_id,
+                format!("WAL checksum failure: {p}"),
+                WAL,
+                "run `chronik-server debug wal-verify --path <the group's wal dir>` on that node; its other replicas \
+                 still hold the data: move this node's replicas away (`chronik-server admin decommission`) and \
+                 replace the disk, or restore the directory from a backup",
+            );
+        }
+    }
+    f.passed("wal", WAL, "every record's checksum verified on the last scrub");
 }
 
 fn reachability(reports: &[NodeReport], f: &mut Findings) {

@@ -25,6 +25,7 @@ mod flusher;
 mod format;
 mod log;
 mod recovery;
+mod scrub;
 mod segment;
 mod tools;
 
@@ -33,6 +34,7 @@ mod tests;
 
 pub use format::segment_file_name;
 pub use log::Wal;
+pub use scrub::Scrubber;
 pub use tools::{SegmentStats, VerifiedFile, VerifyReport, WalStats, dump_path, stats_path, verify_path};
 
 use std::fmt;
