@@ -12,6 +12,8 @@ command -v perl >/dev/null 2>&1 || missing+=(perl)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 # libfaketime: the doctor test runs a node with a skewed clock.
 compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || missing+=(libfaketime)
+# iptables: the doctor test cuts a data node off its peers.
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq

@@ -49,6 +49,27 @@ fn faketime() -> &'static str {
     Box::leak(found.display().to_string().into_boxed_str())
 }
 
+/// An iptables rule dropping every packet sent to a local TCP port, removed on drop.
+struct DropInbound(String);
+
+impl DropInbound {
+    fn new(port: u16) -> DropInbound {
+        let port = port.to_string();
+        let ok = Command::new("iptables")
+            .args(["-I", "INPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "iptables -I INPUT failed (scripts/test.sh installs iptables; the tests run as root)");
+        DropInbound(port)
+    }
+}
+
+impl Drop for DropInbound {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").args(["-D", "INPUT", "-p", "tcp", "--dport", &self.0, "-j", "DROP"]).status();
+    }
+}
+
 fn findings(report: &Value, severity: &str) -> Vec<Value> {
     report["findings"].as_array().into_iter().flatten().filter(|f| f["severity"] == severity).cloned().collect()
 }
@@ -142,6 +163,19 @@ async fn doctor_is_green_on_a_healthy_cluster_and_names_each_problem() {
             .chain(findings(r, "warning").iter())
             .any(|f| f["node"] == paused && f["check"] != "config")
     });
+
+    // A data node cut off from its peers (iptables drops what they send to its gRPC port; its
+    // HTTP API still answers): its leaders see it fall behind, the doctor names it.
+    let cut = &cluster.data[2];
+    let _rule = DropInbound::new(cut.port);
+    doctor_until(&url, &token, "the partitioned data node", |success, r| {
+        !success
+            && findings(r, "critical").iter().any(|f| {
+                names(f, "replication", cut.id, "Issue 3")
+                    && f["message"].as_str().is_some_and(|m| m.contains("answers its own API"))
+            })
+    });
+    drop(_rule);
 
     // A control node down.
     let down = cluster.more_controls[1].id;

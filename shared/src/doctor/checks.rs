@@ -52,7 +52,8 @@ pub fn run(reports: &[NodeReport]) -> Vec<Finding> {
     reachability(reports, &mut f);
     let up: Vec<&NodeReport> = reports.iter().filter(|r| r.error.is_none()).collect();
     membership_and_leader(&up, &mut f);
-    raft_metrics(&up, &mut f);
+    let answering: BTreeSet<u64> = up.iter().filter(|r| r.healthy).filter_map(|r| r.node_id).collect();
+    raft_metrics(&up, &answering, &mut f);
     partitions(&up, &mut f);
     disk(&up, &mut f);
     clocks(&up, &mut f);
@@ -202,7 +203,7 @@ fn membership_and_leader(up: &[&NodeReport], f: &mut Findings) {
     f.passed("leader", CHECKLIST, "one control-plane leader, named by every control node");
 }
 
-fn raft_metrics(up: &[&NodeReport], f: &mut Findings) {
+fn raft_metrics(up: &[&NodeReport], answering: &BTreeSet<u64>, f: &mut Findings) {
     for r in up {
         for s in &r.metrics {
             let partition = s.labels.get("partition").cloned().unwrap_or_default();
@@ -223,12 +224,20 @@ fn raft_metrics(up: &[&NodeReport], f: &mut Findings) {
                     }
                     let follower = s.labels.get("node").cloned().unwrap_or_default();
                     let unit = if ms { "ms" } else { "entries" };
+                    // A follower that is up and healthy but does not keep up: the path between
+                    // it and its leader is the suspect.
+                    let hint = if follower.parse().is_ok_and(|id: u64| answering.contains(&id)) {
+                        "; the follower answers its own API and reports healthy, so suspect the network between the two \
+                         (a partition, a firewall dropping Raft traffic on port 9093)"
+                    } else {
+                        ""
+                    };
                     f.add(
                         if s.value > alert { Severity::Critical } else { Severity::Warning },
                         "replication",
                         follower.parse().ok(),
                         format!(
-                            "follower node {follower} of {partition} is {} {unit} behind its leader (node {})",
+                            "follower node {follower} of {partition} is {} {unit} behind its leader (node {}){hint}",
                             s.value,
                             r.node_id.map(|i| i.to_string()).unwrap_or_default()
                         ),
