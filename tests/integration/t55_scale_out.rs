@@ -1,13 +1,9 @@
 //! Scaling the data plane under load (real processes): a fourth data node joins a cluster of
 //! three and receives its share of replicas (learner → voter → old replica removed) with
 //! leadership balanced; then it is decommissioned and its replicas move back. An acks=all
-//! producer runs throughout: every acknowledged message is read back at its offset, and every
-//! partition's offsets are contiguous.
-//!
-//! The producer is not idempotent here: under this much leadership churn librdkafka's
-//! idempotent producer has once been refused a head-of-line batch as out of order (fatal for
-//! it); that is open, see the M3/M4 notes. `t50` covers the idempotent producer across a
-//! leader's kill -9.
+//! idempotent producer runs throughout (leadership moves every few seconds, and each move can
+//! leave a forwarded batch to be retried behind its successor): every acknowledged message is
+//! read back at its offset, and every partition's offsets are contiguous.
 
 mod cluster;
 mod harness;
@@ -89,8 +85,11 @@ async fn scale_out_to_four_data_nodes_and_decommission_back_to_three_under_load(
     cluster.create_topic(TOPIC, PARTITIONS, 3).await;
     wait_settled(&ctl, "initial placement", |r, _| r.len() == 3).await;
 
-    let producer: FutureProducer =
-        producer_config(&kafka).set("message.timeout.ms", "120000").create().expect("producer");
+    let producer: FutureProducer = producer_config(&kafka)
+        .set("message.timeout.ms", "120000")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
     let acked: Arc<Mutex<BTreeMap<(i32, i64), u64>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {

@@ -15,10 +15,13 @@ use tokio::sync::Notify;
 
 use crate::batch::BatchInfo;
 
-/// How long a batch waits for the batches before it. Reordering between two tasks takes
-/// microseconds; a predecessor that has not arrived by then was lost, and the state machine
-/// answers the gap as Kafka would.
-const PATIENCE: Duration = Duration::from_millis(300);
+/// How long a batch waits for the batches before it. Two forwards racing take microseconds,
+/// but a predecessor the gateway is still retrying across a leadership change (backoff,
+/// metadata refresh, a new leader finishing its election) can take seconds, and refusing its
+/// successor meanwhile is fatal to the producer. A predecessor that has not come by then was
+/// lost, and the state machine answers the gap as Kafka would, well inside a produce
+/// request's timeout (clients default to 30 s; even a 5 s one gets the real answer).
+const PATIENCE: Duration = Duration::from_secs(2);
 
 /// What this leader has proposed for one producer.
 #[derive(Clone, Copy)]
