@@ -83,6 +83,7 @@ impl Standalone {
         let status =
             NodeStatus::new(base_id, vec!["control", "data", "gateway"]).with_config(&cfg).with_wal_scrub(&cfg);
         control_checks(&status, &control);
+        disk_check(&status, data.disk_guard());
         let remote = RemoteControl::new(
             base_id,
             ControlClient::new(vec![grpc_addr.to_string()], request_timeout(&cfg)),
@@ -145,6 +146,7 @@ pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
                     }
                 }),
             );
+            disk_check(&status, node.disk_guard());
             let api = AdminApi::new(status).view(view).control(remote).local(Arc::new(node.raft_groups()));
             let running = http.serve(api, &auth);
             wait_for_signal().await;
@@ -227,6 +229,17 @@ fn metadata_check(age: Option<Duration>) -> Result<String, String> {
             Err("no cluster metadata yet: the control plane has not answered (check cluster.seed_nodes)".to_string())
         }
     }
+}
+
+/// Produce is refused while the data directory's disk is nearly full (`wal.min_free_bytes`).
+fn disk_check(status: &NodeStatus, guard: Arc<chronik_shared::wal::DiskGuard>) {
+    status.add_check(
+        "disk_space",
+        Arc::new(move || match guard.check() {
+            Ok(()) => Ok(format!("{} MiB free", guard.free_bytes().unwrap_or(0) >> 20)),
+            Err(e) => Err(e.message),
+        }),
+    );
 }
 
 /// A control node is healthy while `__meta` has a leader.

@@ -37,6 +37,8 @@ pub struct DataInner {
     registered: tokio::sync::watch::Sender<bool>,
     /// Consecutive full assignment lists each running replica was missing from.
     unassigned: std::sync::Mutex<HashMap<String, u32>>,
+    /// Free space of the data directory's file system (`wal.min_free_bytes`).
+    disk: Arc<chronik_shared::wal::DiskGuard>,
 }
 
 impl DataInner {
@@ -140,6 +142,7 @@ impl DataInner {
             chunk_size: cfg.cluster.raft.max_snapshot_chunk_size as usize,
             snapshot_timeout: Duration::from_secs(cfg.cluster.network.install_snapshot_timeout_secs),
             lag_threshold: Duration::from_millis(cfg.cluster.raft.replica_lag_time_max_ms),
+            disk: self.disk.clone(),
         };
         let part = Arc::new(Partition::open(self.node_id, spec).await?);
         self.groups.insert(
@@ -194,6 +197,11 @@ impl DataNode {
     /// standalone).
     pub fn raft_groups(&self) -> chronik_raft::RaftGroups {
         self.inner.groups.clone()
+    }
+
+    /// The free-space guard of this node's data directory.
+    pub fn disk_guard(&self) -> Arc<chronik_shared::wal::DiskGuard> {
+        self.inner.disk.clone()
     }
 
     /// Whether the control plane has accepted this node's registration, as it changes.
@@ -264,6 +272,7 @@ impl DataNodeBuilder {
             reconcile_lock: Mutex::new(()),
             registered: tokio::sync::watch::channel(false).0,
             unassigned: Default::default(),
+            disk: Arc::new(chronik_shared::wal::DiskGuard::new(cfg.node.data_dir.clone(), cfg.wal.min_free_bytes)),
             cfg,
         });
         let max = inner.cfg.cluster.network.max_message_size as usize;

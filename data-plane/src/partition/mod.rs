@@ -39,6 +39,8 @@ pub struct PartitionSpec {
     pub snapshot_timeout: Duration,
     /// Followers further behind than this are out of the ISR.
     pub lag_threshold: Duration,
+    /// Refuses produce while the disk is nearly full.
+    pub disk: Arc<chronik_shared::wal::DiskGuard>,
 }
 
 pub struct Partition {
@@ -58,6 +60,7 @@ pub struct Partition {
     sequencer: sequencer::Sequencer,
     /// A membership step of a replica move is running (`membership.rs`).
     membership_busy: std::sync::atomic::AtomicBool,
+    disk: Arc<chronik_shared::wal::DiskGuard>,
 }
 
 pub fn group_name(topic: &str, partition: u32) -> String {
@@ -108,6 +111,7 @@ impl Partition {
             max_batch_bytes,
             sequencer: Default::default(),
             membership_busy: Default::default(),
+            disk: spec.disk,
         })
     }
 
@@ -190,6 +194,7 @@ impl Partition {
     /// the idempotent producer is what removes such duplicates.)
     pub async fn produce(&self, batch_bytes: Bytes) -> Result<DataResponse, ChronikError> {
         let info = batch::validate(&batch_bytes)?;
+        self.disk.check()?;
         if batch_bytes.len() > self.max_batch_bytes {
             return Err(ChronikError::new(
                 ErrorCode::MessageTooLarge,

@@ -308,6 +308,9 @@ pub struct WalConfig {
     /// How often every record's checksum is read back in the background, seconds; 0 turns
     /// the scrub off (`POST /admin/wal/verify` still runs one).
     pub scrub_interval_secs: u64,
+    /// Produce is refused with KAFKA_STORAGE_ERROR while the data directory's file system has
+    /// less than this many bytes free (0 turns the guard off).
+    pub min_free_bytes: u64,
 }
 
 impl Default for WalConfig {
@@ -317,6 +320,7 @@ impl Default for WalConfig {
             segment_bytes: 64 * 1024 * 1024,
             linger_us: 2000,
             scrub_interval_secs: 3600,
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -27,6 +27,7 @@ mod log;
 mod recovery;
 mod scrub;
 mod segment;
+mod space;
 mod tools;
 
 #[cfg(test)]
@@ -35,6 +36,7 @@ mod tests;
 pub use format::segment_file_name;
 pub use log::Wal;
 pub use scrub::Scrubber;
+pub use space::DiskGuard;
 pub use tools::{SegmentStats, VerifiedFile, VerifyReport, WalStats, dump_path, stats_path, verify_path};
 
 use std::fmt;
