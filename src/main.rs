@@ -11,9 +11,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "chronik-server", version, about = "Chronik: a Kafka-compatible streaming platform")]
 struct Cli {
-    /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log format: text or json (default: the config's `log.format`, else text).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,6 +154,18 @@ enum DebugCmd {
     },
 }
 
+/// `--log-format`, when given: it wins over the config's `log.format`.
+static LOG_FORMAT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Starts logging once: JSON if `--log-format json`, else as the config (if any) says.
+fn init_logs(cfg: Option<&ChronikConfig>) {
+    let json = match LOG_FORMAT.get().cloned().flatten() {
+        Some(f) => f == "json",
+        None => cfg.is_some_and(|c| c.log.is_json()),
+    };
+    chronik_shared::telemetry::init(json);
+}
+
 fn load(args: &RoleArgs, base: Option<ChronikConfig>) -> Result<ChronikConfig, String> {
     let mut overrides = Vec::new();
     for s in &args.set {
@@ -164,6 +176,7 @@ fn load(args: &RoleArgs, base: Option<ChronikConfig>) -> Result<ChronikConfig, S
     }
     let sources = ConfigSources { file: args.config.as_deref(), env: std::env::vars().collect(), overrides };
     let (cfg, warnings) = ChronikConfig::load_layered(base.unwrap_or_default(), sources).map_err(|e| e.to_string())?;
+    init_logs(Some(&cfg));
     for w in warnings {
         tracing::warn!(target: "chronik_server", "config: {w}");
     }
@@ -278,6 +291,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 base.node.data_dir = d;
             }
             let cfg = load(&args, Some(base))?;
+            chronik_shared::profile::start_from_env();
             runtime()?.block_on(async move {
                 let node = chronik_server::Standalone::start(cfg).await?;
                 chronik_server::wait_for_signal().await;
@@ -287,14 +301,17 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Control(args) => {
             let cfg = load(&args, None)?;
+            chronik_shared::profile::start_from_env();
             runtime()?.block_on(chronik_server::run_role("control", cfg))
         }
         Command::Data(args) => {
             let cfg = load(&args, None)?;
+            chronik_shared::profile::start_from_env();
             runtime()?.block_on(chronik_server::run_role("data", cfg))
         }
         Command::Gateway(args) => {
             let cfg = load(&args, None)?;
+            chronik_shared::profile::start_from_env();
             runtime()?.block_on(chronik_server::run_role("gateway", cfg))
         }
     }
@@ -343,18 +360,24 @@ fn debug(cmd: DebugCmd) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    chronik_shared::telemetry::init(cli.log_format == "json");
+    let _ = LOG_FORMAT.set(cli.log_format.clone());
     chronik_shared::metrics::init();
-    let server = matches!(
+    // Commands that read a config start logging once it is loaded (it may say json).
+    let reads_config = matches!(
         cli.command,
-        Command::Standalone { .. } | Command::Control(_) | Command::Data(_) | Command::Gateway(_)
+        Command::Standalone { .. }
+            | Command::Control(_)
+            | Command::Data(_)
+            | Command::Gateway(_)
+            | Command::Admin { .. }
     );
-    if server {
-        chronik_shared::profile::start_from_env();
+    if !reads_config {
+        init_logs(None);
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            init_logs(None);
             tracing::error!(target: "chronik_server", "{e}");
             eprintln!("error: {e}");
             ExitCode::FAILURE

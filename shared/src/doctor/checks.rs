@@ -104,8 +104,9 @@ fn reachability(reports: &[NodeReport], f: &mut Findings) {
             );
         }
         if let Some(e) = &r.auth_error {
+            // The checks that need the admin API were skipped: not a clean bill of health.
             f.add(
-                Severity::Warning,
+                Severity::Critical,
                 "auth",
                 r.node_id,
                 e.clone(),
@@ -138,7 +139,7 @@ fn membership_and_leader(up: &[&NodeReport], f: &mut Findings) {
             format!("control nodes disagree on the membership: {}", text.join("; ")),
             SPLIT_BRAIN,
             "find the node whose view differs, check its connectivity to the others; if it cannot rejoin, \
-             stop it, clear its Raft state and restart it with seed_nodes set (guide: Split-Brain, Solution 3)",
+             stop it, clear its Raft state and restart it with seed_nodes set (guide: Split-Brain, Solution C)",
         );
     }
     f.passed("membership", CHECKLIST, "every control node lists the same voters");
@@ -175,7 +176,7 @@ fn membership_and_leader(up: &[&NodeReport], f: &mut Findings) {
             None,
             format!("more than one node claims to lead the control plane: {claims:?} (node, term)"),
             SPLIT_BRAIN,
-            "the one in the older term is stale; fix its network and it steps down (or stop it: guide Solution 3)",
+            "the one in the older term is stale; fix its network and it steps down (or stop it: guide Solution C)",
         );
     }
     if named.contains_key(&None) {
@@ -243,7 +244,8 @@ fn raft_metrics(up: &[&NodeReport], answering: &BTreeSet<u64>, f: &mut Findings)
                         ),
                         LAG,
                         "check the follower's CPU, disk and network (is it paused or overloaded?); \
-                         a follower too far behind is caught up by a snapshot (POST /admin/snapshot on the leader)",
+                         a follower behind the leader's log start is caught up by a snapshot: POST /admin/snapshot \
+                         then POST /admin/compact on the leader",
                     );
                 }
                 _ => {}
