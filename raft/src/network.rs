@@ -222,7 +222,13 @@ where
             rpc.prev_log_id = accepted_to.clone();
             let req = self.request(to_json(&rpc)?, group.into_iter().map(|(_, b)| b).collect(), &option);
             let resp = self.client()?.append_entries(req).await.map_err(|s| {
-                warn!(target: "chronik_raft", group = %self.group, "AppendEntries failed: node={}, error={}", self.target, s.message());
+                if s.code() == tonic::Code::NotFound {
+                    // The follower has not created this replica yet (a new partition starts on
+                    // every replica at about the same time): openraft retries, nothing failed.
+                    tracing::debug!(target: "chronik_raft", group = %self.group, "AppendEntries to node {} waits for its replica: {}", self.target, s.message());
+                } else {
+                    warn!(target: "chronik_raft", group = %self.group, "AppendEntries failed: node={}, error={}", self.target, s.message());
+                }
                 status_err(s)
             })?;
             let resp: AppendEntriesResponse<C> = from_json(&resp.into_inner().header)?;
