@@ -17,6 +17,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(400);
 /// A miss in the cache refreshes it if it is older than this.
 const STALE: Duration = Duration::from_millis(100);
+/// Longest one call to a data node may take before the leader is looked up again: a leader
+/// cut off the network does not answer at all, and waiting out the whole request timeout for
+/// it stalled every partition of the request (a replicated write takes milliseconds).
+const ATTEMPT: Duration = Duration::from_secs(5);
 
 /// Calls `f` on the data node leading `topic`/`partition` until it answers, a non-retryable
 /// error comes back, or `deadline` passes.
@@ -44,11 +48,16 @@ where
             let client = ctx.data.get(&addr).map_err(Failure::Call)?;
             f(client).await.map(tonic::Response::into_inner).map_err(|s| Failure::Call(s.into()))
         };
-        let err = match tokio::time::timeout_at(deadline, attempt).await {
+        let err = match tokio::time::timeout_at(deadline.min(Instant::now() + ATTEMPT), attempt).await {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(Failure::Resolve(e))) if e.code == ErrorCode::UnknownTopicOrPartition => return Err(e),
             Ok(Err(Failure::Resolve(e) | Failure::Call(e))) => e,
-            Err(_) => return Err(last.unwrap_or_else(|| timed_out(topic, partition))),
+            Err(_) if Instant::now() >= deadline => return Err(last.unwrap_or_else(|| timed_out(topic, partition))),
+            // The leader did not answer in time: it may be cut off; look it up again.
+            Err(_) => ChronikError::new(
+                ErrorCode::Unavailable,
+                format!("the leader of {topic}-{partition} did not answer within {ATTEMPT:?}"),
+            ),
         };
         if !retryable(&err) {
             return Err(err);

@@ -52,6 +52,36 @@ impl ClusterView {
         view
     }
 
+    /// A control plane that has just changed leader knows partition leaders and live gateways
+    /// only from the heartbeats it has received since: for a moment it answers "no leader".
+    /// Until it knows better, keep what the previous copy said (a stale leader answers "not
+    /// leader" with a hint, which the forwarding follows).
+    fn carry_over(&mut self, prev: &ClusterView) {
+        let mut carried = false;
+        for (name, topic) in self.topics.iter_mut() {
+            let Some(old) = prev.topics.get(name).filter(|o| o.topic_id == topic.topic_id) else { continue };
+            if topic.partitions.iter().all(|p| p.leader.is_some()) {
+                continue;
+            }
+            let t = Arc::make_mut(topic);
+            for p in t.partitions.iter_mut().filter(|p| p.leader.is_none()) {
+                let was = old.partitions.iter().find(|o| o.partition == p.partition).and_then(|o| o.leader);
+                if let Some(l) = was.filter(|l| self.data_nodes.contains_key(l)) {
+                    p.leader = Some(l);
+                    carried = true;
+                }
+            }
+        }
+        if carried {
+            for g in &prev.gateways {
+                if !self.gateways.iter().any(|n| n.node_id == g.node_id) {
+                    self.gateways.push(g.clone());
+                }
+            }
+            self.gateways.sort_by_key(|g| g.node_id);
+        }
+    }
+
     pub fn age(&self) -> Option<Duration> {
         self.fetched_at.map(|t| t.elapsed())
     }
@@ -143,7 +173,9 @@ impl MetadataCache {
             // plane reports alive (control nodes are not in the answer).
             let alive = m.data_nodes.iter().chain(&m.gateways).filter(|n| n.alive).count();
             chronik_shared::metrics::set_known_nodes(alive);
-            let view = Arc::new(ClusterView::from_metadata(m));
+            let mut view = ClusterView::from_metadata(m);
+            view.carry_over(&self.view());
+            let view = Arc::new(view);
             *self.view.write().unwrap_or_else(|p| p.into_inner()) = view.clone();
             view
         });
@@ -267,5 +299,21 @@ mod tests {
         assert_eq!(v.names_by_id.get(&Uuid::from_bytes([7; 16])).map(String::as_str), Some("t"));
         let ids: Vec<u64> = v.gateways.iter().map(|g| g.node_id).collect();
         assert_eq!(ids, vec![3, 5]);
+    }
+
+    #[test]
+    fn a_fresh_control_leader_without_observations_does_not_erase_partition_leaders() {
+        let before = ClusterView::from_metadata(metadata());
+        let mut blank = metadata();
+        for p in &mut blank.topics[0].partitions {
+            p.leader = None;
+        }
+        blank.gateways.truncate(1);
+        let mut after = ClusterView::from_metadata(blank);
+        after.carry_over(&before);
+        assert_eq!(after.leader("t", 0).expect("kept"), (2, "d2:9093".to_string()));
+        assert!(after.leader("t", 2).is_err(), "a leader on an unknown node is not carried");
+        let ids: Vec<u64> = after.gateways.iter().map(|g| g.node_id).collect();
+        assert_eq!(ids, vec![3, 5], "live gateways kept too");
     }
 }

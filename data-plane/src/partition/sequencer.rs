@@ -41,6 +41,19 @@ fn next_after(last: i32) -> i32 {
     if last == i32::MAX { 0 } else { last + 1 }
 }
 
+impl Slot {
+    /// What this leader expects next from a producer it has not seen in `term`: the batch
+    /// after the last one the state machine applied (a new leader has applied everything
+    /// before its term before it serves), or 0 for a producer or epoch it does not know.
+    fn fresh(term: u64, epoch: i16, committed: Option<(i16, i32)>) -> Slot {
+        let next = match committed {
+            Some((e, seq)) if e == epoch => next_after(seq),
+            _ => 0,
+        };
+        Slot { term, epoch, next }
+    }
+}
+
 impl Sequencer {
     /// Returns once `info` may be proposed in `term`: it is the producer's next batch, a
     /// retry of an earlier one, or its predecessors did not come in time. `committed` gives
@@ -53,14 +66,11 @@ impl Sequencer {
             let advanced = self.advanced.notified();
             {
                 let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-                let slot = slots.entry(info.producer_id).or_insert(Slot { term, epoch: info.producer_epoch, next: 0 });
+                let slot = slots
+                    .entry(info.producer_id)
+                    .or_insert_with(|| Slot::fresh(term, info.producer_epoch, committed()));
                 if slot.term != term {
-                    *slot = Slot { term, epoch: info.producer_epoch, next: 0 };
-                    if let Some((epoch, seq)) = committed() {
-                        if epoch == info.producer_epoch {
-                            slot.next = next_after(seq);
-                        }
-                    }
+                    *slot = Slot::fresh(term, info.producer_epoch, committed());
                 }
                 if info.producer_epoch != slot.epoch {
                     // A new epoch starts at sequence 0; an older one is fenced when applied.
@@ -71,21 +81,87 @@ impl Sequencer {
                     }
                 }
                 let ahead = info.base_sequence.wrapping_sub(slot.next);
-                if ahead == 0 {
+                if ahead < 0 {
+                    return; // A retry of a batch already proposed.
+                }
+                let timed_out = tokio::time::Instant::now() >= deadline;
+                if ahead == 0 || timed_out {
+                    if timed_out {
+                        // The state machine refuses the gap as Kafka would; the batches after
+                        // this one still go in order.
+                        tracing::info!(target: "chronik_server", "Batch from producer {} at sequence {} waited {PATIENCE:?} for sequence {}; proposing it anyway", info.producer_id, info.base_sequence, slot.next);
+                    }
                     slot.next = next_after(last);
                     drop(slots);
                     self.advanced.notify_waiters();
                     return;
                 }
-                if ahead < 0 {
-                    return; // A retry of a batch already proposed.
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::info!(target: "chronik_server", "Batch from producer {} at sequence {} waited {PATIENCE:?} for sequence {}; proposing it anyway", info.producer_id, info.base_sequence, slot.next);
-                    return;
-                }
             }
             let _ = tokio::time::timeout_at(deadline, advanced).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn batch(pid: i64, base: i32, count: i32) -> BatchInfo {
+        BatchInfo {
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: base,
+            record_count: count,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_continues_from_the_applied_sequence() {
+        let seq = Sequencer::default();
+        let started = tokio::time::Instant::now();
+        // The state machine applied up to sequence 103 under the previous leader.
+        seq.admit(2, &batch(7, 104, 1), || Some((0, 103))).await;
+        assert!(started.elapsed() < Duration::from_millis(200), "no wait for sequences already in the log");
+        seq.admit(2, &batch(7, 105, 2), || Some((0, 103))).await;
+        seq.admit(3, &batch(7, 107, 1), || Some((0, 106))).await;
+        assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_arrives_first_waits_for_its_predecessor() {
+        let seq = Arc::new(Sequencer::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let second = {
+            let (seq, order) = (seq.clone(), order.clone());
+            tokio::spawn(async move {
+                seq.admit(1, &batch(9, 3, 1), || Some((0, 1))).await;
+                order.lock().unwrap().push(3);
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(order.lock().unwrap().is_empty(), "sequence 3 waits for 2");
+        seq.admit(1, &batch(9, 2, 1), || Some((0, 1))).await;
+        order.lock().unwrap().push(2);
+        second.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_lost_predecessor_is_given_up_on_and_later_batches_stay_in_order() {
+        let seq = Sequencer::default();
+        let started = tokio::time::Instant::now();
+        seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await;
+        assert!(started.elapsed() >= PATIENCE, "waited for sequence 9");
+        let again = tokio::time::Instant::now();
+        seq.admit(1, &batch(5, 11, 1), || Some((0, 8))).await;
+        assert!(again.elapsed() < Duration::from_millis(200), "the next one goes at once");
+        // The late predecessor still gets through, to be refused or accepted by the log.
+        seq.admit(1, &batch(5, 9, 1), || Some((0, 8))).await;
     }
 }
