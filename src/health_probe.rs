@@ -1,17 +1,11 @@
 //! `chronik-server health --url http://host:8080/health [--timeout 2s]`: the probe container
 //! healthchecks and scripts use where there is no curl (the compose image has only the binary).
 //!
-//! One plain HTTP/1.1 `GET` over a tokio `TcpStream` (`Connection: close`, the body read to the
-//! end): `Ok(body)` on `200`, otherwise an error naming the URL and what went wrong (refused,
-//! timed out, the status and the node's `reasons`).
+//! One plain HTTP/1.1 `GET` (`chronik_shared::doctor::fetch`, the doctor's client): `Ok(body)`
+//! on `200`, otherwise an error naming the URL and what went wrong (refused, timed out, the
+//! status and the node's `reasons`).
 
 use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-/// Most bytes of a response read before giving up (a `/health` body is a few hundred bytes).
-const MAX_RESPONSE: u64 = 1 << 20;
 
 /// An `http://host[:port][/path]` URL, split for dialing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +56,7 @@ impl HttpUrl {
     }
 
     /// `host:port` as `TcpStream::connect` takes it.
-    fn dial_addr(&self) -> String {
+    pub fn dial_addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 }
@@ -91,88 +85,10 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
 /// GETs `url` within `timeout`: the body on `200`, else why not.
 pub async fn probe(url: &str, timeout: Duration) -> Result<String, String> {
     let target = HttpUrl::parse(url)?;
-    match tokio::time::timeout(timeout, get(&target)).await {
-        Ok(Ok((200, body))) => Ok(body),
-        Ok(Ok((status, body))) => Err(format!("{url}: HTTP {status}{}", describe_body(&body))),
-        Ok(Err(e)) => Err(format!("{url}: {e}")),
-        Err(_) => Err(format!("{url}: no answer within {timeout:?}")),
-    }
-}
-
-/// The status code and body of one `GET`.
-async fn get(url: &HttpUrl) -> Result<(u16, String), String> {
-    let addr = url.dial_addr();
-    let mut stream = TcpStream::connect(&addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: chronik-server-health\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        url.path,
-        if url.port == 80 { url.host.clone() } else { addr.clone() }
-    );
-    stream.write_all(request.as_bytes()).await.map_err(|e| format!("cannot send the request to {addr}: {e}"))?;
-    let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .await
-        .map_err(|e| format!("reading the response from {addr}: {e}"))?;
-    parse_response(&raw)
-}
-
-/// Status code and body of a complete HTTP/1.x response (`Content-Length`, chunked, or to EOF).
-pub fn parse_response(raw: &[u8]) -> Result<(u16, String), String> {
-    if raw.is_empty() {
-        return Err("the server closed the connection without answering".to_string());
-    }
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("the response has no complete header")?;
-    let head = String::from_utf8_lossy(&raw[..head_end]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|_| version.starts_with("HTTP/1."))
-        .ok_or_else(|| format!("not an HTTP/1.x response: {status_line:?}"))?;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            }
-        }
-    }
-    let rest = &raw[head_end + 4..];
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        rest[..n.min(rest.len())].to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n").ok_or("truncated chunked body")?;
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or_default().trim(), 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size {
-            return Err("truncated chunked body".to_string());
-        }
-        out.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or_default();
+    match chronik_shared::doctor::fetch::get(&target.dial_addr(), &target.path, None, timeout).await {
+        Ok((200, body)) => Ok(body),
+        Ok((status, body)) => Err(format!("{url}: HTTP {status}{}", describe_body(&body))),
+        Err(e) => Err(format!("{url}: {e}")),
     }
 }
 
@@ -199,6 +115,8 @@ fn describe_body(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     #[test]
@@ -232,14 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn responses() {
-        let r = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
-        assert_eq!(parse_response(r).unwrap(), (200, "hello".to_string()));
-        let r =
-            b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(r).unwrap(), (503, "abcde".to_string()));
-        assert!(parse_response(b"").is_err());
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    fn unhealthy_bodies_show_their_reasons() {
         let body = r#"{"status":"unhealthy","reasons":["control_plane_leader: no leader"]}"#;
         assert_eq!(describe_body(body), " (unhealthy): control_plane_leader: no leader");
     }
@@ -265,5 +176,10 @@ mod tests {
         let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let err = probe(&format!("http://{closed}/health"), Duration::from_secs(2)).await.unwrap_err();
         assert!(err.contains("cannot connect"), "{err}");
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let err = probe(&format!("http://{}/health", silent.local_addr().unwrap()), Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(err.contains("no answer from"), "{err}");
     }
 }
