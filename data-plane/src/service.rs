@@ -74,9 +74,24 @@ impl DataService for DataServiceImpl {
         let req = request.into_inner();
         let part = self.partition(req.tp.as_ref())?;
         let timeout = Duration::from_millis(req.timeout_ms.clamp(1, 300_000) as u64);
-        let resp = tokio::time::timeout(timeout, part.produce(req.batch)).await.map_err(|_| {
-            ChronikError::new(ErrorCode::Timeout, format!("partition {} did not commit within {timeout:?}", part.name))
-        })??;
+        // The write runs on its own task: once the sequencer has let a batch in, the batch
+        // must reach the log (or be refused there) even if this call times out or its caller
+        // goes away (a gateway killed mid-request), else the producer's next batch would be
+        // admitted and refused as out of order, fatal for an idempotent producer.
+        let write = {
+            let part = part.clone();
+            tokio::spawn(async move { part.produce(req.batch).await })
+        };
+        let resp = match tokio::time::timeout(timeout, write).await {
+            Err(_) => Err(ChronikError::new(
+                ErrorCode::Timeout,
+                format!("partition {} did not commit within {timeout:?}", part.name),
+            )),
+            Ok(Err(e)) => {
+                Err(ChronikError::new(ErrorCode::Internal, format!("the write to {} failed: {e}", part.name)))
+            }
+            Ok(Ok(r)) => r,
+        }?;
         Ok(Response::new(ProduceResponse {
             base_offset: resp.base_offset,
             log_append_time_ms: -1,
