@@ -7,6 +7,10 @@ use chronik_shared::error::{ChronikError, ErrorCode};
 const CRC_START: usize = 21;
 /// Size of a v2 batch header up to and including the record count.
 pub const HEADER_LEN: usize = 61;
+/// The bits of `attributes` that name the compression codec, and the highest codec Kafka has
+/// (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+const COMPRESSION_CODEC: i16 = 0x07;
+const MAX_COMPRESSION_CODEC: i16 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchInfo {
@@ -22,7 +26,7 @@ pub struct BatchInfo {
 
 impl BatchInfo {
     pub fn compressed(&self) -> bool {
-        self.attributes & 0x07 != 0
+        self.attributes & COMPRESSION_CODEC != 0
     }
 }
 
@@ -70,10 +74,20 @@ pub fn validate(b: &[u8]) -> Result<BatchInfo, ChronikError> {
         return Err(corrupt(format!("record batch CRC mismatch: header says {crc:#010x}, content has {actual:#010x}")));
     }
     let info = info(b).ok_or_else(|| corrupt("record batch header is truncated".to_string()))?;
-    if info.last_offset_delta < 0 || info.record_count <= 0 || info.last_offset_delta + 1 < info.record_count {
+    let codec = info.attributes & COMPRESSION_CODEC;
+    if codec > MAX_COMPRESSION_CODEC {
+        // Stored as sent, it would make every consumer of the partition fail to decode it.
         return Err(corrupt(format!(
-            "record batch claims {} records with last offset delta {}",
-            info.record_count, info.last_offset_delta
+            "record batch compression codec {codec} is unknown (attributes {:#06x}); Kafka's are 0 (none) to 4 (zstd)",
+            info.attributes
+        )));
+    }
+    // As Kafka checks: the batch's offsets span exactly its records (a larger span would open
+    // a gap of up to 2^31 offsets in the partition). In i64, since the delta may be i32::MAX.
+    let (delta, count) = (i64::from(info.last_offset_delta), i64::from(info.record_count));
+    if delta < 0 || count <= 0 || delta + 1 != count {
+        return Err(corrupt(format!(
+            "record batch claims {count} records with last offset delta {delta}; a batch of n records has delta n-1"
         )));
     }
     Ok(info)
@@ -128,7 +142,9 @@ pub fn first_offset_delta_at_or_after(b: &[u8], ts: i64) -> Option<i64> {
         pos += 1; // attributes
         let ts_delta = varint(b, &mut pos)?;
         let offset_delta = varint(b, &mut pos)?;
-        if i.base_timestamp + ts_delta >= ts {
+        // A delta may carry a timestamp past i64::MAX (or below MIN): it counts as the last
+        // (first) possible one rather than overflowing.
+        if i.base_timestamp.saturating_add(ts_delta) >= ts {
             return Some(offset_delta);
         }
         pos = start + usize::try_from(len).ok()?;
@@ -193,5 +209,80 @@ mod tests {
         let b = batch(2, 0);
         assert!(validate(&b[..b.len() - 1]).is_err());
         assert!(validate(&b[..10]).is_err());
+    }
+
+    /// Found by the `record_batch` fuzz target: the records of a valid batch whose base
+    /// timestamp (7710164357785223705) plus a record's timestamp delta overflows i64, which
+    /// panicked ListOffsets' timestamp search in builds with overflow checks.
+    #[test]
+    fn timestamp_search_survives_timestamp_overflow() {
+        let records = [
+            0x18, 0x00, 0x00, 0x00, 0x02, 0x6b, 0x0a, 0x6f, 0x6c, 0x64, 0x2d, 0x30, 0x00, 0x18, 0x00, 0x00, 0x02, 0x02,
+            0x6b, 0x0a, 0x6f, 0x6c, 0x64, 0x2d, 0x30, 0x00, 0x00, 0x00, 0x00, 0xfc, 0xfd, 0x94, 0xf5, 0x90, 0xff, 0xff,
+            0xff, 0x63, 0x00,
+        ];
+        let mut b = vec![0u8; HEADER_LEN];
+        b[16] = 2;
+        b[23..27].copy_from_slice(&3i32.to_be_bytes());
+        b[27..35].copy_from_slice(&7_710_164_357_785_223_705i64.to_be_bytes());
+        b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+        b[57..61].copy_from_slice(&4i32.to_be_bytes());
+        b.extend(records);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        validate(&b).expect("a valid batch: Chronik does not decode records when produced");
+        // The fourth record's timestamp is past i64::MAX: it is at or after any timestamp.
+        assert_eq!(first_offset_delta_at_or_after(&b, i64::MAX), Some(0));
+        assert_eq!(first_offset_delta_at_or_after(&b, 7_710_164_357_785_223_705), Some(0));
+    }
+
+    /// Found by the `record_batch` fuzz target: a batch whose last offset delta is i32::MAX
+    /// overflowed the record count check (a panic with overflow checks, in release a wrap
+    /// that happened to reject it).
+    #[test]
+    fn rejects_offset_spans_that_do_not_match_the_record_count() {
+        let with = |delta: i32, count: i32| {
+            let mut b = batch(1, 0);
+            b[23..27].copy_from_slice(&delta.to_be_bytes());
+            b[57..61].copy_from_slice(&count.to_be_bytes());
+            let crc = crc32c::crc32c(&b[CRC_START..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            validate(&b)
+        };
+        // The fuzzer's batch: 44 records, last offset delta 2147483647.
+        let err = with(i32::MAX, 44).expect_err("offsets span 2^31");
+        assert_eq!(err.code, ErrorCode::CorruptMessage);
+        assert!(err.message.contains("44 records with last offset delta 2147483647"), "{}", err.message);
+        assert!(with(i32::MAX, i32::MAX).is_err());
+        assert!(with(5, 2).is_err(), "a gap of offsets");
+        assert!(with(0, 2).is_err());
+        assert!(with(-1, 0).is_err());
+        assert!(with(0, 1).is_ok());
+    }
+
+    /// Found by the `record_batch` fuzz target: a batch with compression codec 7 (attributes
+    /// 0x0047) was accepted and would have been stored for consumers to choke on.
+    #[test]
+    fn rejects_unknown_compression_codecs() {
+        let mut found = b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x39\x00\x00\x00\x00\x02\x2b\x99\x01\x00\x00\x47\
+            \x00\x00\x00\x00\x00\x00\x84\xa2\x19\xaa\xcf\xad\x00\x00\x01\xa2\x19\xaa\xcf\xad\xff\xff\xff\xff\xff\xff\
+            \xff\xff\xff\xff\xff\xff\xff\xff\x00\x00\x00\x01\x0e\x00\x00\x00\x01\x02\x63\x00"
+            .to_vec();
+        // The fuzz target tries every input with its CRC made right too; this one needs it.
+        let crc = crc32c::crc32c(&found[CRC_START..]);
+        found[17..21].copy_from_slice(&crc.to_be_bytes());
+        let err = validate(&found).expect_err("codec 7 does not exist");
+        assert_eq!(err.code, ErrorCode::CorruptMessage);
+        assert!(err.message.contains("compression codec 7 is unknown"), "{}", err.message);
+
+        for codec in 0..=4i16 {
+            let mut b = batch(1, 0);
+            b[21..23].copy_from_slice(&codec.to_be_bytes());
+            let crc = crc32c::crc32c(&b[CRC_START..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(validate(&b).expect("known codec").compressed(), codec != 0);
+        }
     }
 }

@@ -10,6 +10,9 @@
 //! - `types.rs`: the partition groups' type config and log entry encoding.
 
 pub mod batch;
+/// Entry point of the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod node;
 pub mod partition;
 pub mod service;

@@ -139,16 +139,28 @@ impl Cursor<'_> {
         Ok(())
     }
 
-    /// The tagged-field section of a flexible struct: every field is skipped by its size.
+    /// The tagged-field section of a flexible struct with no tags kafka-protocol knows: every
+    /// field is skipped by its size, as the decoder does.
     fn tags(&mut self, flexible: bool) -> Result {
+        self.tags_known(flexible, |_, _| Ok(false))
+    }
+
+    /// A tagged-field section with tags kafka-protocol decodes by their type, ignoring the size
+    /// in front of them: `known(c, tag)` walks such a field as the decoder reads it and returns
+    /// true, or returns false for a tag skipped by its size. Skipping a known tag by its size
+    /// instead would let a request whose size lies put the walk out of step with the decoder,
+    /// which then reads array lengths the walk never saw.
+    fn tags_known(&mut self, flexible: bool, mut known: impl FnMut(&mut Self, u32) -> Result<bool>) -> Result {
         if !flexible {
             return Ok(());
         }
         let n = self.uvarint()?;
         for _ in 0..n {
-            self.uvarint()?;
+            let tag = self.uvarint()?;
             let size = self.uvarint()?;
-            self.skip(size as usize)?;
+            if !known(self, tag)? {
+                self.skip(size as usize)?;
+            }
         }
         Ok(())
     }
@@ -232,7 +244,11 @@ fn fetch(c: &mut Cursor, v: i16) -> Result {
                 c.skip(8)?; // log_start_offset
             }
             c.skip(4)?; // partition_max_bytes
-            c.tags(flex)
+            c.tags_known(flex, |c, tag| match tag {
+                0 if v >= 17 => c.skip(16).map(|_| true), // replica_directory_id
+                1 if v >= 18 => c.skip(8).map(|_| true),  // high_watermark
+                _ => Ok(false),
+            })
         })?;
         c.tags(flex)
     })?;
@@ -250,7 +266,15 @@ fn fetch(c: &mut Cursor, v: i16) -> Result {
     if v >= 11 {
         c.string(flex)?; // rack_id
     }
-    c.tags(flex)
+    c.tags_known(flex, |c, tag| match tag {
+        0 => c.string(flex).map(|_| true), // cluster_id
+        1 if v >= 15 => {
+            // replica_state: replica_id, replica_epoch
+            c.skip(4 + 8)?;
+            c.tags(flex).map(|_| true)
+        }
+        _ => Ok(false),
+    })
 }
 
 fn list_offsets(c: &mut Cursor, v: i16) -> Result {
@@ -518,6 +542,51 @@ mod tests {
                 ])),
         ]);
         agrees(ApiKey::CreatePartitions, &cp);
+    }
+
+    #[test]
+    fn known_tagged_fields_are_walked_as_the_decoder_reads_them() {
+        let part = fetch_request::FetchPartition::default()
+            .with_partition(3)
+            .with_replica_directory_id(uuid::Uuid::from_bytes([7; 16]))
+            .with_high_watermark(42);
+        let req = FetchRequest::default()
+            .with_topics(vec![fetch_request::FetchTopic::default().with_partitions(vec![part.clone(), part])])
+            .with_cluster_id(Some(s("c")))
+            .with_replica_state(
+                fetch_request::ReplicaState::default().with_replica_id(BrokerId(2)).with_replica_epoch(9),
+            );
+        agrees_from(ApiKey::Fetch, &req, 18);
+    }
+
+    /// Found by the `kafka_request` fuzz target (the input is the fuzzer's, minimized): a Fetch
+    /// v18 whose partition carries tagged field 0 (replica_directory_id, a 16-byte UUID) with a
+    /// declared size of 0. The walk skipped 0 bytes, kafka-protocol read 16, and the decoder then
+    /// took a forgotten-topics length of about 2^32 that the walk never checked:
+    /// `Vec::with_capacity` of 256 GB aborted the process.
+    #[test]
+    fn a_known_tagged_field_with_a_lying_size_cannot_desynchronise_the_walk() {
+        let found = Bytes::from_static(include_bytes!("guard/regressions/fetch-v18-known-tag-size.bin"));
+        match crate::server::parse(found) {
+            crate::server::Parsed::Reject(reason) => assert!(reason.contains("Fetch v18"), "{reason}"),
+            _ => panic!("the fuzzer's Fetch v18 request must be refused"),
+        }
+
+        // The same in its smallest form: Fetch v17, one topic, one partition.
+        let mut body = vec![0u8; 21]; // max_wait_ms .. session_epoch
+        body.push(0x02); // 1 topic
+        body.extend_from_slice(&[0x11; 16]); // its topic id
+        body.push(0x02); // 1 partition
+        body.extend_from_slice(&[0u8; 32]); // partition .. partition_max_bytes
+        body.extend_from_slice(&[0x01, 0x00, 0x00]); // 1 tagged field: tag 0, "size 0"
+        // The UUID the decoder reads; skipped by size, a walk reads it as the end of the
+        // request: no topic tags, no forgotten topics, rack "", no tags.
+        body.extend_from_slice(&[0x00, 0x01, 0x01, 0x00]);
+        body.extend_from_slice(&[0u8; 12]);
+        body.push(0x00); // the topic's tags
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // forgotten topics: 2^32 - 2
+        let err = check(ApiKey::Fetch, &body, 17).expect_err("impossible length");
+        assert!(err.to_string().contains("4294967294 elements"), "{err}");
     }
 
     #[test]

@@ -25,6 +25,9 @@
 mod context;
 mod error;
 mod frame;
+/// Entry points of the fuzz targets in `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod handlers;
 mod leader;

@@ -219,7 +219,7 @@ async fn write_loop(mut writer: OwnedWriteHalf, peer: SocketAddr, mut rx: mpsc::
     let _ = writer.shutdown().await;
 }
 
-enum Parsed {
+pub(crate) enum Parsed {
     Request {
         key: ApiKey,
         version: i16,
@@ -233,7 +233,7 @@ enum Parsed {
     Reject(String),
 }
 
-fn parse(body: Bytes) -> Parsed {
+pub(crate) fn parse(body: Bytes) -> Parsed {
     if body.len() < 8 {
         return Parsed::Reject(format!("a request of {} bytes is too short for a request header", body.len()));
     }
