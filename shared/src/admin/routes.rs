@@ -311,9 +311,12 @@ async fn node_info(State(api): State<AdminApi>) -> Json<NodeInfo> {
 
 fn disk_info(dir: &std::path::Path) -> Option<DiskInfo> {
     let st = rustix::fs::statvfs(dir).ok()?;
+    // As `df` counts: the space this node can use is what is used plus what is available to
+    // it (blocks reserved for root, or held back by the file system, count as neither).
+    let used = st.f_blocks.saturating_sub(st.f_bfree);
     Some(DiskInfo {
         path: dir.display().to_string(),
-        total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+        total_bytes: used.saturating_add(st.f_bavail).saturating_mul(st.f_frsize),
         free_bytes: st.f_bavail.saturating_mul(st.f_frsize),
     })
 }

@@ -215,6 +215,7 @@ pub struct WalScrubStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DiskInfo {
     pub path: String,
+    /// Used plus available, as `df` counts it (reserved blocks excluded).
     pub total_bytes: u64,
     /// Available to the node's (unprivileged) writes.
     pub free_bytes: u64,
