@@ -283,19 +283,6 @@ impl ProcCluster {
         Self::start_full(dir, 1, data_nodes, node_timeout_ms, tweak).await
     }
 
-    /// As [`ProcCluster::start_full`], with `control_tweak` applied to the control nodes'
-    /// configs too.
-    pub async fn start_tuned(
-        dir: &Path,
-        controls: u64,
-        data_nodes: u64,
-        node_timeout_ms: u64,
-        tweak: fn(&mut ChronikConfig),
-        control_tweak: fn(&mut ChronikConfig),
-    ) -> ProcCluster {
-        Self::start_inner(dir, controls, data_nodes, node_timeout_ms, tweak, control_tweak).await
-    }
-
     /// `controls` control nodes (1, then 101, 102, ... joining it), then `data_nodes` data nodes
     /// (2, 3, ...).
     pub async fn start_full(
@@ -305,10 +292,12 @@ impl ProcCluster {
         node_timeout_ms: u64,
         tweak: fn(&mut ChronikConfig),
     ) -> ProcCluster {
-        Self::start_inner(dir, controls, data_nodes, node_timeout_ms, tweak, |_| {}).await
+        Self::start_tuned(dir, controls, data_nodes, node_timeout_ms, tweak, |_| {}).await
     }
 
-    async fn start_inner(
+    /// As [`ProcCluster::start_full`], with `control_tweak` applied to the control nodes'
+    /// configs too.
+    pub async fn start_tuned(
         dir: &Path,
         controls: u64,
         data_nodes: u64,
