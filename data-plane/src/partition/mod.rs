@@ -16,6 +16,8 @@ use chronik_raft::codec::EntryCodec;
 use chronik_raft::errors::write_error;
 use chronik_raft::{GrpcNetworkFactory, PeerPool, PurgeMode, RaftObserver, WalLogStore};
 use chronik_shared::error::{ChronikError, ErrorCode, LeaderHint};
+use openraft::error::RaftError;
+use openraft::impls::ProgressResponder;
 use openraft::EntryPayload;
 use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
@@ -208,22 +210,43 @@ impl Partition {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
-        if info.producer_id >= 0 {
-            let term = self.raft.metrics().borrow_watched().current_term;
-            let committed = || {
-                let idx = self.sm.lock();
-                let p = idx.producers.get(&info.producer_id)?;
-                p.recent.back().map(|(_, last, _)| (p.epoch, *last))
+        let group = format!("partition {}", self.name);
+        let written = {
+            let _turn = if info.producer_id >= 0 {
+                let term = self.raft.metrics().borrow_watched().current_term;
+                let committed = || {
+                    let idx = self.sm.lock();
+                    let p = idx.producers.get(&info.producer_id)?;
+                    p.recent.back().map(|(_, last, _)| (p.epoch, *last))
+                };
+                Some(self.sequencer.admit(term, &info, committed).await)
+            } else {
+                None
             };
-            self.sequencer.admit(term, &info, committed).await;
-        }
-        let write = self.raft.client_write(DataCommand::Append { batch: batch_bytes });
+            // Handed to Raft before the turn ends, so the producer's next batch lands after
+            // this one in the log.
+            let (responder, written) = ProgressResponder::complete_only();
+            self.raft
+                .client_write_ff(DataCommand::Append { batch: batch_bytes }, Some(responder))
+                .await
+                .map_err(|f| write_error(RaftError::Fatal(f), &group))?;
+            written
+        };
+        let write = async {
+            match written.await {
+                Ok(r) => r.map_err(|e| write_error(RaftError::APIError(e), &group)),
+                Err(_) => Err(ChronikError::new(
+                    ErrorCode::Unavailable,
+                    format!("{group} stopped before the write committed; its outcome is unknown, retry it"),
+                )),
+            }
+        };
         tokio::pin!(write);
         let check = self.quorum_window / 4;
         loop {
             tokio::select! {
                 r = &mut write => {
-                    let resp = r.map(|resp| resp.data).map_err(|e| write_error(e, &format!("partition {}", self.name)))?;
+                    let resp = r?.data;
                     return match resp.error {
                         Some((code, message)) => {
                             Err(ChronikError::new(ErrorCode::from_id(code).unwrap_or(ErrorCode::Internal), message))

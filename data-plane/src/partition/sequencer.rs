@@ -6,6 +6,12 @@
 //! batch that arrives ahead of its predecessor waits briefly for it, instead of being refused
 //! as OUT_OF_ORDER_SEQUENCE_NUMBER, which librdkafka treats as fatal. The state machine still
 //! has the last word: it checks every batch against the log when it is applied.
+//!
+//! Letting a batch in is not enough: it must also reach Raft before its successor does. An
+//! admitted batch holds a [`Turn`] until it has been handed to Raft (whose queue keeps that
+//! order in the log); only then may the next sequence go. Two writes racing from admission to
+//! proposal put a producer's sequences 1437 and 1438 into the log as 1438, 1437 once, which
+//! refused 1438 (fatal for the producer) although both had arrived in order.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -54,12 +60,42 @@ impl Slot {
     }
 }
 
+/// A batch's permission to be proposed. The producer's next sequence moves past the batch
+/// when the turn is dropped: hold it until the batch has been handed to Raft.
+#[must_use = "the producer's next batch waits until the turn is dropped"]
+pub struct Turn<'a> {
+    sequencer: &'a Sequencer,
+    producer_id: i64,
+    term: u64,
+    /// The slot's next sequence when the batch was admitted and what it becomes after it;
+    /// None for a retry or a fenced epoch, which move nothing.
+    advance: Option<(i32, i32)>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let Some((from, to)) = self.advance else { return };
+        {
+            let mut slots = self.sequencer.slots.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = slots.get_mut(&self.producer_id) {
+                // Unless a new term or epoch started meanwhile.
+                if slot.term == self.term && slot.next == from {
+                    slot.next = to;
+                }
+            }
+        }
+        self.sequencer.advanced.notify_waiters();
+    }
+}
+
 impl Sequencer {
     /// Returns once `info` may be proposed in `term`: it is the producer's next batch, a
     /// retry of an earlier one, or its predecessors did not come in time. `committed` gives
     /// the producer's epoch and last sequence as the state machine knows it, for a producer
-    /// this leader has not seen in this term.
-    pub async fn admit(&self, term: u64, info: &BatchInfo, committed: impl Fn() -> Option<(i16, i32)>) {
+    /// this leader has not seen in this term. The batch after this one waits until the
+    /// returned turn is dropped.
+    pub async fn admit(&self, term: u64, info: &BatchInfo, committed: impl Fn() -> Option<(i16, i32)>) -> Turn<'_> {
+        let turn = |advance| Turn { sequencer: self, producer_id: info.producer_id, term, advance };
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let last = (info.base_sequence as i64 + info.last_offset_delta as i64).rem_euclid(i32::MAX as i64 + 1) as i32;
         loop {
@@ -77,12 +113,12 @@ impl Sequencer {
                     if info.producer_epoch > slot.epoch {
                         *slot = Slot { term, epoch: info.producer_epoch, next: 0 };
                     } else {
-                        return;
+                        return turn(None);
                     }
                 }
                 let ahead = info.base_sequence.wrapping_sub(slot.next);
                 if ahead < 0 {
-                    return; // A retry of a batch already proposed.
+                    return turn(None); // A retry of a batch already proposed.
                 }
                 let timed_out = tokio::time::Instant::now() >= deadline;
                 if ahead == 0 || timed_out {
@@ -91,10 +127,7 @@ impl Sequencer {
                         // this one still go in order.
                         tracing::info!(target: "chronik_server", "Batch from producer {} at sequence {} waited {PATIENCE:?} for sequence {}; proposing it anyway", info.producer_id, info.base_sequence, slot.next);
                     }
-                    slot.next = next_after(last);
-                    drop(slots);
-                    self.advanced.notify_waiters();
-                    return;
+                    return turn(Some((slot.next, next_after(last))));
                 }
             }
             let _ = tokio::time::timeout_at(deadline, advanced).await;
@@ -126,10 +159,10 @@ mod tests {
         let seq = Sequencer::default();
         let started = tokio::time::Instant::now();
         // The state machine applied up to sequence 103 under the previous leader.
-        seq.admit(2, &batch(7, 104, 1), || Some((0, 103))).await;
+        drop(seq.admit(2, &batch(7, 104, 1), || Some((0, 103))).await);
         assert!(started.elapsed() < Duration::from_millis(200), "no wait for sequences already in the log");
-        seq.admit(2, &batch(7, 105, 2), || Some((0, 103))).await;
-        seq.admit(3, &batch(7, 107, 1), || Some((0, 106))).await;
+        drop(seq.admit(2, &batch(7, 105, 2), || Some((0, 103))).await);
+        drop(seq.admit(3, &batch(7, 107, 1), || Some((0, 106))).await);
         assert!(started.elapsed() < Duration::from_millis(200));
     }
 
@@ -140,28 +173,43 @@ mod tests {
         let second = {
             let (seq, order) = (seq.clone(), order.clone());
             tokio::spawn(async move {
-                seq.admit(1, &batch(9, 3, 1), || Some((0, 1))).await;
+                drop(seq.admit(1, &batch(9, 3, 1), || Some((0, 1))).await);
                 order.lock().unwrap().push(3);
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(order.lock().unwrap().is_empty(), "sequence 3 waits for 2");
-        seq.admit(1, &batch(9, 2, 1), || Some((0, 1))).await;
+        let turn = seq.admit(1, &batch(9, 2, 1), || Some((0, 1))).await;
         order.lock().unwrap().push(2);
+        drop(turn);
         second.await.unwrap();
         assert_eq!(*order.lock().unwrap(), vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn the_next_batch_waits_until_its_predecessor_is_handed_to_raft() {
+        let seq = Arc::new(Sequencer::default());
+        let turn = seq.admit(1, &batch(4, 1437, 1), || Some((0, 1436))).await;
+        let next = {
+            let seq = seq.clone();
+            tokio::spawn(async move { drop(seq.admit(1, &batch(4, 1438, 1), || Some((0, 1436))).await) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!next.is_finished(), "1438 may not go while 1437 is still on its way to Raft");
+        drop(turn);
+        tokio::time::timeout(Duration::from_millis(200), next).await.expect("1438 goes once 1437 is proposed").unwrap();
     }
 
     #[tokio::test]
     async fn a_lost_predecessor_is_given_up_on_and_later_batches_stay_in_order() {
         let seq = Sequencer::default();
         let started = tokio::time::Instant::now();
-        seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await;
+        drop(seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await);
         assert!(started.elapsed() >= PATIENCE, "waited for sequence 9");
         let again = tokio::time::Instant::now();
-        seq.admit(1, &batch(5, 11, 1), || Some((0, 8))).await;
+        drop(seq.admit(1, &batch(5, 11, 1), || Some((0, 8))).await);
         assert!(again.elapsed() < Duration::from_millis(200), "the next one goes at once");
         // The late predecessor still gets through, to be refused or accepted by the log.
-        seq.admit(1, &batch(5, 9, 1), || Some((0, 8))).await;
+        drop(seq.admit(1, &batch(5, 9, 1), || Some((0, 8))).await);
     }
 }
