@@ -150,6 +150,13 @@ pub async fn run_role(role: &str, cfg: ChronikConfig) -> Result<(), String> {
             let api = AdminApi::new(status).view(view).control(remote).local(Arc::new(node.raft_groups()));
             let running = http.serve(api, &auth);
             wait_for_signal().await;
+            if cfg.node.decommission_on_shutdown {
+                tracing::info!(target: "chronik_cluster", "Stopping: moving this node's replicas away first (node.decommission_on_shutdown); a second signal stops at once");
+                tokio::select! {
+                    () = node.decommission() => {}
+                    () = wait_for_signal() => tracing::warn!(target: "chronik_cluster", "Stopping before the decommission finished: the replicas left here are under-replicated until it is run again"),
+                }
+            }
             running.stop().await;
             node.shutdown().await;
         }

@@ -101,12 +101,14 @@ enum AdminCmd {
     },
     /// Move every partition replica off data node --node-id before it is shut down; the
     /// control plane is reached through cluster.seed_nodes of --config. With --wait, returns
-    /// once no replica is left on it.
+    /// once no replica is left on it. With --cancel, the node takes replicas again.
     Decommission {
         #[arg(long)]
         node_id: u64,
         #[arg(long)]
         wait: bool,
+        #[arg(long, conflicts_with = "wait")]
+        cancel: bool,
         #[command(flatten)]
         args: RoleArgs,
     },
@@ -255,7 +257,7 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("{report}");
             Ok(())
         }
-        Command::Admin { cmd: AdminCmd::Decommission { node_id, wait, args } } => {
+        Command::Admin { cmd: AdminCmd::Decommission { node_id, wait, cancel, args } } => {
             let cfg = load(&args, None)?;
             let seeds: Vec<String> = cfg.cluster.seed_nodes.iter().map(|s| s.addr()).collect();
             if seeds.is_empty() {
@@ -264,11 +266,15 @@ fn run(cli: Cli) -> Result<(), String> {
             let ctl = chronik_proto::client::ControlClient::new(seeds, Duration::from_secs(5));
             runtime()?.block_on(async move {
                 loop {
-                    let req = chronik_proto::control::DecommissionNodeRequest { node_id };
+                    let req = chronik_proto::control::DecommissionNodeRequest { node_id, cancel };
                     let r = ctl
                         .call(|mut c| async move { c.decommission_node(req).await })
                         .await
                         .map_err(|s| format!("decommissioning node {node_id}: {}", s.message()))?;
+                    if cancel {
+                        println!("node {node_id}: no longer being decommissioned; it takes replicas again");
+                        return Ok(());
+                    }
                     println!(
                         "node {node_id}: {} replica(s) left, {} move(s) in flight",
                         r.remaining_replicas, r.moves_in_flight

@@ -353,7 +353,7 @@ impl ControlService for ControlServiceImpl {
         &self,
         request: Request<DecommissionNodeRequest>,
     ) -> Result<Response<DecommissionNodeResponse>, Status> {
-        let id = request.into_inner().node_id;
+        let DecommissionNodeRequest { node_id: id, cancel } = request.into_inner();
         self.ensure_leader()?;
         let node = self.sm.nodes().map_err(internal)?.into_iter().find(|n| n.node_id == id && n.role == Role::Data);
         let Some(node) = node else {
@@ -363,7 +363,12 @@ impl ControlService for ControlServiceImpl {
             )
             .into());
         };
-        if !node.draining {
+        if cancel {
+            if node.draining {
+                self.write(ControlCommand::SetDraining { node_id: id, draining: false }).await?;
+                tracing::info!(target: "chronik_cluster", "Data node {id} is no longer being decommissioned: it takes replicas again");
+            }
+        } else if !node.draining {
             self.write(ControlCommand::SetDraining { node_id: id, draining: true }).await?;
             tracing::info!(target: "chronik_cluster", "Decommissioning data node {id}: its replicas move to the other data nodes");
         }

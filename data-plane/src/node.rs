@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chronik_proto::client::ControlClient;
 use chronik_proto::control::{
-    NodeHeartbeatRequest, NodeInfo, NodeRole, PartitionAssignment, RegisterNodeRequest, ReplicaStatus,
+    DecommissionNodeRequest, NodeHeartbeatRequest, NodeInfo, NodeRole, PartitionAssignment, RegisterNodeRequest, ReplicaStatus,
 };
 use chronik_proto::data::data_service_server::DataServiceServer;
 use chronik_raft::service::RaftGroup;
@@ -216,6 +216,32 @@ impl DataNode {
         tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
     }
 
+    /// Moves every replica of this node to the other data nodes and returns once none is
+    /// left here (`node.decommission_on_shutdown`, `chronik-server admin decommission`). The
+    /// heartbeats keep running meanwhile: they are how the replicas leave.
+    pub async fn decommission(&self) {
+        let control = control_client(&self.inner.cfg);
+        let id = self.inner.node_id;
+        let mut last_report = tokio::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            let req = DecommissionNodeRequest { node_id: id, cancel: false };
+            match control.call(|mut c| async move { c.decommission_node(req).await }).await {
+                Ok(r) => {
+                    if r.remaining_replicas == 0 && r.moves_in_flight == 0 {
+                        tracing::info!(target: "chronik_cluster", "Data node {id} decommissioned: no replica left on it");
+                        return;
+                    }
+                    if last_report.elapsed() >= Duration::from_secs(5) {
+                        tracing::info!(target: "chronik_cluster", "Decommissioning data node {id} before it stops: {} replica(s) left, {} move(s) in flight", r.remaining_replicas, r.moves_in_flight);
+                        last_report = tokio::time::Instant::now();
+                    }
+                }
+                Err(e) => tracing::warn!(target: "chronik_cluster", "Decommissioning data node {id}: {}; retrying", e.message()),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     pub async fn shutdown(mut self) {
         self.heartbeat.abort();
         self.retention.abort();
@@ -287,13 +313,18 @@ impl DataNodeBuilder {
     }
 }
 
+/// The control plane as this node finds it: its seed nodes, or itself in standalone.
+fn control_client(cfg: &ChronikConfig) -> ControlClient {
+    let seeds: Vec<String> = cfg.cluster.seed_nodes.iter().map(|s| s.addr()).collect();
+    let seeds = if seeds.is_empty() { vec![cfg.listeners.advertised_grpc_addr()] } else { seeds };
+    ControlClient::new(seeds, Duration::from_millis(cfg.cluster.network.request_timeout_ms))
+}
+
 /// Registers with the control plane, then reports replicas and applies assignments at every
 /// heartbeat. Never gives up: a control plane that is down is waited for.
 async fn heartbeat_loop(inner: Arc<DataInner>) {
     let cfg = &inner.cfg;
-    let seeds: Vec<String> = cfg.cluster.seed_nodes.iter().map(|s| s.addr()).collect();
-    let seeds = if seeds.is_empty() { vec![cfg.listeners.advertised_grpc_addr()] } else { seeds };
-    let control = ControlClient::new(seeds.clone(), Duration::from_millis(cfg.cluster.network.request_timeout_ms));
+    let control = control_client(cfg);
     let interval = Duration::from_millis(cfg.cluster.heartbeat.interval_ms);
     let me = NodeInfo {
         node_id: inner.node_id,
@@ -323,6 +354,14 @@ async fn heartbeat_loop(inner: Arc<DataInner>) {
         }
     }
     tracing::info!(target: "chronik_cluster", "Data node {} registered with the control plane", inner.node_id);
+    if cfg.node.decommission_on_shutdown {
+        // A node that decommissions itself when it stops takes replicas again when it starts
+        // (scaled out once more, or restarted before its decommission finished).
+        let req = DecommissionNodeRequest { node_id: inner.node_id, cancel: true };
+        if let Err(e) = control.call(|mut c| async move { c.decommission_node(req).await }).await {
+            tracing::warn!(target: "chronik_cluster", "Could not end this node's earlier decommission: {}; run `chronik-server admin decommission --cancel --node-id {}`", e.message(), inner.node_id);
+        }
+    }
     loop {
         let req =
             NodeHeartbeatRequest { node_id: inner.node_id, role: NodeRole::Data as i32, replicas: inner.statuses() };

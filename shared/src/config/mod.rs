@@ -56,11 +56,15 @@ pub struct NodeConfig {
     /// Optional failure domain, used to spread replicas.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rack: Option<String>,
+    /// Data nodes only: on SIGTERM, move every replica to the other data nodes before
+    /// exiting (a second signal stops waiting). For nodes added to scale out and stopped to
+    /// scale in; a node that restarts keeps its replicas, so leave it off for those.
+    pub decommission_on_shutdown: bool,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { id: 1, data_dir: PathBuf::from("./chronik-data"), rack: None }
+        Self { id: 1, data_dir: PathBuf::from("./chronik-data"), rack: None, decommission_on_shutdown: false }
     }
 }
 
