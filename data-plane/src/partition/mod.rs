@@ -16,11 +16,11 @@ use chronik_raft::codec::EntryCodec;
 use chronik_raft::errors::write_error;
 use chronik_raft::{GrpcNetworkFactory, PeerPool, PurgeMode, RaftObserver, WalLogStore};
 use chronik_shared::error::{ChronikError, ErrorCode, LeaderHint};
-use openraft::error::RaftError;
-use openraft::impls::ProgressResponder;
 use openraft::EntryPayload;
 use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
+use openraft::error::RaftError;
+use openraft::impls::ProgressResponder;
 use openraft::type_config::TypeConfigExt;
 
 use crate::batch;
@@ -219,7 +219,7 @@ impl Partition {
                     let p = idx.producers.get(&info.producer_id)?;
                     p.recent.back().map(|(_, last, _)| (p.epoch, *last))
                 };
-                Some(self.sequencer.admit(term, &info, committed).await)
+                Some(self.sequencer.admit(term, &info, committed).await?)
             } else {
                 None
             };

@@ -3,9 +3,10 @@
 //! A client keeps up to five produce requests in flight; the gateway forwards them
 //! concurrently, and their gRPC calls can reach the leader in another order than they were
 //! sent. Kafka never sees that (a broker handles one request per connection at a time); here a
-//! batch that arrives ahead of its predecessor waits briefly for it, instead of being refused
-//! as OUT_OF_ORDER_SEQUENCE_NUMBER, which librdkafka treats as fatal. The state machine still
-//! has the last word: it checks every batch against the log when it is applied.
+//! batch that arrives ahead of its predecessor waits for it, and if it does not come, is sent
+//! back to be retried, instead of being refused as OUT_OF_ORDER_SEQUENCE_NUMBER, which
+//! librdkafka treats as fatal. The state machine still has the last word: it checks every
+//! batch against the log when it is applied.
 //!
 //! Letting a batch in is not enough: it must also reach Raft before its successor does. An
 //! admitted batch holds a [`Turn`] until it has been handed to Raft (whose queue keeps that
@@ -19,15 +20,17 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use chronik_shared::error::{ChronikError, ErrorCode};
+
 use crate::batch::BatchInfo;
 
-/// How long a batch waits for the batches before it. Two forwards racing take microseconds,
-/// but a predecessor the gateway is still retrying across a leadership change (backoff,
-/// metadata refresh, a new leader finishing its election) can take seconds, and refusing its
-/// successor meanwhile is fatal to the producer. A predecessor that has not come by then was
-/// lost, and the state machine answers the gap as Kafka would, well inside a produce
-/// request's timeout (clients default to 30 s; even a 5 s one gets the real answer).
+/// How long a batch waits for the batches before it before it is sent back to be retried.
+/// Two forwards racing take microseconds; a predecessor the gateway is still retrying across
+/// a leadership change (a paused or cut-off leader is given up on after 5 s) takes longer,
+/// and its successor then comes round again through the gateway's own retries.
 const PATIENCE: Duration = Duration::from_secs(2);
+/// How often a waiting batch looks at the state machine again.
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// What this leader has proposed for one producer.
 #[derive(Clone, Copy)]
@@ -89,24 +92,36 @@ impl Drop for Turn<'_> {
 }
 
 impl Sequencer {
-    /// Returns once `info` may be proposed in `term`: it is the producer's next batch, a
-    /// retry of an earlier one, or its predecessors did not come in time. `committed` gives
-    /// the producer's epoch and last sequence as the state machine knows it, for a producer
-    /// this leader has not seen in this term. The batch after this one waits until the
-    /// returned turn is dropped.
-    pub async fn admit(&self, term: u64, info: &BatchInfo, committed: impl Fn() -> Option<(i16, i32)>) -> Turn<'_> {
-        let turn = |advance| Turn { sequencer: self, producer_id: info.producer_id, term, advance };
+    /// Returns once `info` may be proposed in `term`: it is the producer's next batch or a
+    /// retry of an earlier one. `committed` gives the producer's epoch and last sequence as
+    /// the state machine knows it (None for a producer it has never seen). The batch after
+    /// this one waits until the returned turn is dropped.
+    ///
+    /// A batch whose predecessor has not come within [`PATIENCE`] gets a retriable error:
+    /// the predecessor is still on its way (a gateway retrying it across a leadership change
+    /// can take longer than that), and proposing the gap would only have it refused as out
+    /// of order, which is fatal to a producer once the predecessor has been acknowledged.
+    /// Clients retry in sequence order, and a client that gave its predecessor up starts a
+    /// new epoch. Only for a producer the log has never seen is the batch proposed anyway,
+    /// since there is nothing to be out of order with.
+    pub async fn admit(
+        &self,
+        term: u64,
+        info: &BatchInfo,
+        committed: impl Fn() -> Option<(i16, i32)>,
+    ) -> Result<Turn<'_>, ChronikError> {
+        let turn = |advance| Ok(Turn { sequencer: self, producer_id: info.producer_id, term, advance });
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let last = (info.base_sequence as i64 + info.last_offset_delta as i64).rem_euclid(i32::MAX as i64 + 1) as i32;
         loop {
             let advanced = self.advanced.notified();
             {
                 let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-                let slot = slots
-                    .entry(info.producer_id)
-                    .or_insert_with(|| Slot::fresh(term, info.producer_epoch, committed()));
+                let known = committed();
+                let slot =
+                    slots.entry(info.producer_id).or_insert_with(|| Slot::fresh(term, info.producer_epoch, known));
                 if slot.term != term {
-                    *slot = Slot::fresh(term, info.producer_epoch, committed());
+                    *slot = Slot::fresh(term, info.producer_epoch, known);
                 }
                 if info.producer_epoch != slot.epoch {
                     // A new epoch starts at sequence 0; an older one is fenced when applied.
@@ -116,21 +131,36 @@ impl Sequencer {
                         return turn(None);
                     }
                 }
+                // Batches of earlier terms, applied since this slot was made, count too.
+                if let Some((epoch, seq)) = known
+                    && epoch == slot.epoch
+                    && next_after(seq).wrapping_sub(slot.next) > 0
+                {
+                    slot.next = next_after(seq);
+                }
                 let ahead = info.base_sequence.wrapping_sub(slot.next);
                 if ahead < 0 {
                     return turn(None); // A retry of a batch already proposed.
                 }
-                let timed_out = tokio::time::Instant::now() >= deadline;
-                if ahead == 0 || timed_out {
-                    if timed_out {
-                        // The state machine refuses the gap as Kafka would; the batches after
-                        // this one still go in order.
-                        tracing::info!(target: "chronik_server", "Batch from producer {} at sequence {} waited {PATIENCE:?} for sequence {}; proposing it anyway", info.producer_id, info.base_sequence, slot.next);
-                    }
+                if ahead == 0 {
                     return turn(Some((slot.next, next_after(last))));
                 }
+                if tokio::time::Instant::now() >= deadline {
+                    if known.is_none() {
+                        return turn(Some((slot.next, next_after(last))));
+                    }
+                    return Err(ChronikError::new(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "batch from producer {} at sequence {} arrived before sequence {}, which has not come within {PATIENCE:?}; retry",
+                            info.producer_id, info.base_sequence, slot.next
+                        ),
+                    ));
+                }
             }
-            let _ = tokio::time::timeout_at(deadline, advanced).await;
+            // The state machine applying earlier terms' batches does not notify: look again soon.
+            let wake = deadline.min(tokio::time::Instant::now() + RECHECK);
+            let _ = tokio::time::timeout_at(wake, advanced).await;
         }
     }
 }
@@ -159,10 +189,10 @@ mod tests {
         let seq = Sequencer::default();
         let started = tokio::time::Instant::now();
         // The state machine applied up to sequence 103 under the previous leader.
-        drop(seq.admit(2, &batch(7, 104, 1), || Some((0, 103))).await);
+        drop(seq.admit(2, &batch(7, 104, 1), || Some((0, 103))).await.unwrap());
         assert!(started.elapsed() < Duration::from_millis(200), "no wait for sequences already in the log");
-        drop(seq.admit(2, &batch(7, 105, 2), || Some((0, 103))).await);
-        drop(seq.admit(3, &batch(7, 107, 1), || Some((0, 106))).await);
+        drop(seq.admit(2, &batch(7, 105, 2), || Some((0, 103))).await.unwrap());
+        drop(seq.admit(3, &batch(7, 107, 1), || Some((0, 106))).await.unwrap());
         assert!(started.elapsed() < Duration::from_millis(200));
     }
 
@@ -173,13 +203,13 @@ mod tests {
         let second = {
             let (seq, order) = (seq.clone(), order.clone());
             tokio::spawn(async move {
-                drop(seq.admit(1, &batch(9, 3, 1), || Some((0, 1))).await);
+                drop(seq.admit(1, &batch(9, 3, 1), || Some((0, 1))).await.unwrap());
                 order.lock().unwrap().push(3);
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(order.lock().unwrap().is_empty(), "sequence 3 waits for 2");
-        let turn = seq.admit(1, &batch(9, 2, 1), || Some((0, 1))).await;
+        let turn = seq.admit(1, &batch(9, 2, 1), || Some((0, 1))).await.unwrap();
         order.lock().unwrap().push(2);
         drop(turn);
         second.await.unwrap();
@@ -189,10 +219,10 @@ mod tests {
     #[tokio::test]
     async fn the_next_batch_waits_until_its_predecessor_is_handed_to_raft() {
         let seq = Arc::new(Sequencer::default());
-        let turn = seq.admit(1, &batch(4, 1437, 1), || Some((0, 1436))).await;
+        let turn = seq.admit(1, &batch(4, 1437, 1), || Some((0, 1436))).await.unwrap();
         let next = {
             let seq = seq.clone();
-            tokio::spawn(async move { drop(seq.admit(1, &batch(4, 1438, 1), || Some((0, 1436))).await) })
+            tokio::spawn(async move { drop(seq.admit(1, &batch(4, 1438, 1), || Some((0, 1436))).await.unwrap()) })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!next.is_finished(), "1438 may not go while 1437 is still on its way to Raft");
@@ -201,15 +231,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lost_predecessor_is_given_up_on_and_later_batches_stay_in_order() {
+    async fn a_batch_whose_predecessor_does_not_come_is_sent_back_to_be_retried() {
         let seq = Sequencer::default();
         let started = tokio::time::Instant::now();
-        drop(seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await);
+        let refused = seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await.err().expect("sequence 9 never came");
         assert!(started.elapsed() >= PATIENCE, "waited for sequence 9");
+        assert_eq!(refused.code, ErrorCode::Unavailable, "retriable, not OUT_OF_ORDER: {}", refused.message);
+        // The predecessor comes after all, then the retry goes at once.
+        drop(seq.admit(1, &batch(5, 9, 1), || Some((0, 8))).await.unwrap());
         let again = tokio::time::Instant::now();
-        drop(seq.admit(1, &batch(5, 11, 1), || Some((0, 8))).await);
-        assert!(again.elapsed() < Duration::from_millis(200), "the next one goes at once");
-        // The late predecessor still gets through, to be refused or accepted by the log.
-        drop(seq.admit(1, &batch(5, 9, 1), || Some((0, 8))).await);
+        drop(seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await.unwrap());
+        assert!(again.elapsed() < Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn batches_applied_from_earlier_terms_count_as_arrived() {
+        let seq = Sequencer::default();
+        let applied = std::sync::atomic::AtomicI32::new(100);
+        let committed = || Some((0, applied.load(std::sync::atomic::Ordering::SeqCst)));
+        drop(seq.admit(4, &batch(3, 101, 1), committed).await.unwrap());
+        // A previous leader's batches 102..=110 are applied meanwhile (this leader never saw them).
+        applied.store(110, std::sync::atomic::Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        drop(seq.admit(4, &batch(3, 111, 1), committed).await.unwrap());
+        assert!(started.elapsed() < Duration::from_millis(200), "no wait for what the log already holds");
+    }
+
+    #[tokio::test]
+    async fn a_producer_the_log_never_saw_is_not_held_back_for_good() {
+        let seq = Sequencer::default();
+        drop(seq.admit(1, &batch(8, 5, 1), || None).await.expect("nothing to be out of order with"));
     }
 }
