@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use chronik_proto::client::ControlClient;
 use chronik_proto::control::{
-    DecommissionNodeRequest, NodeHeartbeatRequest, NodeInfo, NodeRole, PartitionAssignment, RegisterNodeRequest, ReplicaStatus,
+    DecommissionNodeRequest, NodeHeartbeatRequest, NodeInfo, NodeRole, PartitionAssignment, RegisterNodeRequest,
+    ReplicaStatus,
 };
 use chronik_proto::data::data_service_server::DataServiceServer;
 use chronik_raft::service::RaftGroup;
@@ -236,7 +237,9 @@ impl DataNode {
                         last_report = tokio::time::Instant::now();
                     }
                 }
-                Err(e) => tracing::warn!(target: "chronik_cluster", "Decommissioning data node {id}: {}; retrying", e.message()),
+                Err(e) => {
+                    tracing::warn!(target: "chronik_cluster", "Decommissioning data node {id}: {}; retrying", e.message())
+                }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

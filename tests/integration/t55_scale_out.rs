@@ -154,7 +154,9 @@ async fn scale_out_to_four_data_nodes_and_decommission_back_to_three_under_load(
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let r = ctl
-            .call(|mut c| async move { c.decommission_node(DecommissionNodeRequest { node_id: 5, cancel: false }).await })
+            .call(
+                |mut c| async move { c.decommission_node(DecommissionNodeRequest { node_id: 5, cancel: false }).await },
+            )
             .await
             .expect("decommission");
         if r.remaining_replicas == 0 && r.moves_in_flight == 0 {
