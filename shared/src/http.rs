@@ -60,6 +60,11 @@ impl NodeStatus {
         self.add_check(
             "wal",
             Arc::new(move || {
+                if let Some(why) = crate::wal::failures().first() {
+                    return Err(format!(
+                        "WAL fail-stopped, no writes are acknowledged: {why}; check the disk (dmesg), then restart the node"
+                    ));
+                }
                 let Some(status) = s.upgrade().map(|s| s.status()) else { return Ok("stopped".into()) };
                 match (status.problems.first(), status.last_run_ms) {
                     (Some(p), _) => Err(format!("WAL damage found: {p} (and {} more)", status.problems.len() - 1)),

@@ -60,9 +60,21 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn start(dir: &Path, kafka_port: u16, http_port: u16, grpc_port: u16) -> ServerProcess {
+        Self::start_with_env(dir, kafka_port, http_port, grpc_port, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with extra environment variables (an `LD_PRELOAD` shim).
+    pub fn start_with_env(
+        dir: &Path,
+        kafka_port: u16,
+        http_port: u16,
+        grpc_port: u16,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> ServerProcess {
         let log = dir.with_extension(format!("log.{}", std::process::id()));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
+            .envs(env.iter().copied())
             .arg("standalone")
             .arg("--data-dir")
             .arg(dir)

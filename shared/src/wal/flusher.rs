@@ -55,6 +55,15 @@ struct Queue {
     closing: bool,
 }
 
+/// Every log of this process that fail-stopped, for `/health`: a process is one node, and
+/// its node is unhealthy while any of its logs accepts no writes.
+static FAILURES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Why the logs of this process that fail-stopped did so (empty while none has).
+pub fn failures() -> Vec<String> {
+    FAILURES.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 pub(crate) struct Flusher {
     profile: WalProfile,
     linger: Duration,
@@ -130,6 +139,7 @@ impl Flusher {
                 error = %msg,
                 "WAL fail-stopped: pending and later appends will fail until restart"
             );
+            FAILURES.lock().unwrap_or_else(|p| p.into_inner()).push(msg.clone());
         }
         // Wake the flusher so queued callbacks learn about it now, not at the end of a linger.
         // Taking the queue lock first means the flusher is either before its check or waiting.

@@ -33,6 +33,7 @@ mod tools;
 #[cfg(test)]
 mod tests;
 
+pub use flusher::failures;
 pub use format::segment_file_name;
 pub use log::Wal;
 pub use scrub::Scrubber;

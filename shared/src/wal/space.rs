@@ -39,6 +39,16 @@ impl DiskGuard {
 
     /// `Err(StorageError)` while less than `wal.min_free_bytes` is free.
     pub fn check(&self) -> Result<(), ChronikError> {
+        // A log on this node fail-stopped (a sync failed): the disk cannot be trusted with
+        // writes until an operator has looked at it and restarted the node.
+        if let Some(why) = super::failures().first() {
+            return Err(ChronikError::new(
+                ErrorCode::StorageError,
+                format!(
+                    "this node stopped taking writes: {why}; check the disk (dmesg), then restart the node;                      nothing acknowledged is lost"
+                ),
+            ));
+        }
         if self.min_free == 0 {
             return Ok(());
         }
