@@ -7,7 +7,7 @@ run, /etc/hosts maps those names to the containers' addresses (restored afterwar
 failure). TOKEN is an operator token minted inside node1, and the release binary is first on
 PATH, so `chronik-server doctor ...` and `chronik-server debug ...` work as written.
 
-    tests/compose/docs_commands.py [docs/operations/troubleshooting.md]
+    tests/integration/compose/docs_commands.py [docs/operations/troubleshooting.md]
 
 Exits non-zero naming every block that failed, with its output.
 """
@@ -62,7 +62,8 @@ def main():
         sys.exit(f"docs: no ```bash runnable blocks in {doc}")
     env = dict(os.environ)
     env["TOKEN"] = mint_token()
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # tests/integration/compose/ -> the repository root
+    repo = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
     env["PATH"] = os.path.join(repo, "target", "release") + os.pathsep + env.get("PATH", "")
     original = map_hosts()
     failed = []

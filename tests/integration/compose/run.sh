@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # Compose tests (tier 3): the cluster of deploy/compose, faults injected from outside.
 #
-#   tests/compose/run.sh              # build the image, run every scenario, tear down
-#   KEEP=1 tests/compose/run.sh       # leave the cluster running afterwards
-#   SKIP_BUILD=1 tests/compose/run.sh # use the chronik image as it is
-#   CHRONIK_BINARY=path tests/compose/run.sh   # build the image from this binary (no cargo)
+#   tests/integration/compose/run.sh              # build the image, run every scenario, tear down
+#   KEEP=1 tests/integration/compose/run.sh       # leave the cluster running afterwards
+#   SKIP_BUILD=1 tests/integration/compose/run.sh # use the chronik image as it is
+#   CHRONIK_BINARY=path tests/integration/compose/run.sh   # build the image from this binary (no cargo)
 #
 # Scenarios, in order, while one idempotent producer (acks=all) writes to `compose-faults`
-# through both gateways the whole time: the cluster comes up from nothing and the operations
+# through both gateways the whole time and a consumer group member (subscribe, commits every
+# second) reads it; after each scenario both must still run and the consumer must have read
+# more than before: the cluster comes up from nothing and the operations
 # guide's Quick Diagnostic Checklist answers healthy; docker kill of the control-plane leader;
 # docker network disconnect of a data-plane leader, then reconnect; docker pause of a follower
-# for 30 s; a rolling restart of every node; data nodes scaled 3 -> 4 -> 3 (node7 joins, is
-# decommissioned, leaves); 1,000 messages through gateway1 while gateway2 is killed. At the end
-# checker.py reads every partition back and fails on any acknowledged message lost or any
-# message stored twice.
+# for 30 s; a rolling restart of every node; data nodes scaled 3 -> 4 -> 3 (node7 joins, and
+# on `stop` moves its replicas away before it exits); 1,000 messages through gateway1 while gateway2 is killed. At the end
+# checker.py reads every partition back and fails on any acknowledged message lost, any
+# message stored twice, any message the consumer read that differs from what is stored at its
+# offset, or any acknowledged message the consumer never read.
 #
 # Needs Docker with compose (`docker compose` or `docker-compose`), python3 with
 # confluent-kafka (`pip install confluent-kafka`), jq, and root (the docs test maps the node
 # names in /etc/hosts while it runs).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../../.."
 repo=$(pwd)
 compose_file=deploy/compose/docker-compose.yml
 if docker compose version >/dev/null 2>&1; then
@@ -42,7 +45,7 @@ gateways=(gateway1 gateway2)
 all=("${controls[@]}" "${datanodes[@]}" "${gateways[@]}")
 topic=compose-faults
 work=$(mktemp -d)
-checker=(python3 "$repo/tests/compose/checker.py")
+checker=(python3 "$repo/tests/integration/compose/checker.py")
 producer=""
 passed=0
 
@@ -60,6 +63,7 @@ dump_logs() {
 teardown() {
   local rc=$?
   [ -n "$producer" ] && kill "$producer" 2>/dev/null || true
+  [ -n "$consumer" ] && kill "$consumer" 2>/dev/null || true
   if [ $rc -ne 0 ]; then
     say "FAILED (exit $rc) after $passed passed scenario(s)"
     dump_logs
@@ -181,27 +185,78 @@ start_producer() {
   producer=$!
 }
 
-# After each scenario: the producer must still be running.
-producer_alive() {
-  kill -0 "$producer" 2>/dev/null && return 0
-  local rc=0
-  wait "$producer" || rc=$?
-  problems+=("producer $producers stopped during: $1 (exit $rc)")
-  say "FAIL $1: producer $producers stopped (exit $rc); starting another"
-  start_producer
-  return 1
+# The group consumer that reads through every scenario (restarted, like the producer, if it
+# stops, so later scenarios still run under consume load).
+consumer=""
+consumers=0
+start_consumer() {
+  consumers=$((consumers + 1))
+  "${checker[@]}" consume --bootstrap "$gw1,$gw2" --topic "$topic" --group compose-readers \
+    --seen "$work/consumed-$consumers" &
+  consumer=$!
+}
+# Messages the consumers have read so far.
+consumed() { cat "$work"/consumed-* 2>/dev/null | wc -l; }
+
+# After each scenario: the producer and the consumer must still be running, and the consumer
+# must have read more than when the scenario began (`$2`).
+load_alive() {
+  local ok=0 rc=0
+  if ! kill -0 "$producer" 2>/dev/null; then
+    wait "$producer" || rc=$?
+    problems+=("producer $producers stopped during: $1 (exit $rc)")
+    say "FAIL $1: producer $producers stopped (exit $rc); starting another"
+    start_producer
+    ok=1
+  fi
+  rc=0
+  if ! kill -0 "$consumer" 2>/dev/null; then
+    wait "$consumer" || rc=$?
+    problems+=("consumer $consumers stopped during: $1 (exit $rc)")
+    say "FAIL $1: consumer $consumers stopped (exit $rc); starting another"
+    start_consumer
+    ok=1
+  elif [ -n "${2:-}" ]; then
+    # The consumer may still be catching up after the fault: give it a little while.
+    local deadline=$((SECONDS + 30))
+    until [ "$(consumed)" -gt "$2" ]; do
+      if [ $SECONDS -ge $deadline ]; then
+        problems+=("the consumer read nothing new during and after: $1")
+        say "FAIL $1: the consumer read nothing new ($2 read before)"
+        ok=1
+        break
+      fi
+      sleep 1
+    done
+  fi
+  return $ok
 }
 
-# Stops the producer, then reads everything back: fails on any acknowledged message lost or
-# duplicated, or on any problem recorded on the way.
+# Stops the producer, lets the consumer catch up and stops it, then reads everything back:
+# fails on any acknowledged message lost or duplicated, any consumed message that differs
+# from the stored one, any acknowledged message never consumed, or any problem recorded on
+# the way.
 finish_producer() {
   local rc=0
   kill -TERM "$producer" 2>/dev/null || true
   wait "$producer" || rc=$?
   producer=""
   [ $rc -eq 0 ] || problems+=("producer $producers failed at the end (exit $rc)")
+  # Caught up: nothing new read for 5 s.
+  local before=-1 now deadline=$((SECONDS + 120))
+  while now=$(consumed); [ "$now" != "$before" ] && [ $SECONDS -lt $deadline ]; do
+    before=$now
+    sleep 5
+  done
+  rc=0
+  kill -TERM "$consumer" 2>/dev/null || true
+  wait "$consumer" || rc=$?
+  consumer=""
+  [ $rc -eq 0 ] || problems+=("consumer $consumers failed at the end (exit $rc)")
+  say "the consumers read $(consumed) messages"
   "${checker[@]}" verify --bootstrap "$gw1,$gw2" --topic "$topic" --acked "$work"/acked-run-* \
-    || problems+=("acknowledged messages lost or duplicated (see checker's FAIL lines)")
+    --consumed "$work"/consumed-* \
+    || problems+=("acknowledged messages lost, duplicated or misread (see checker's FAIL lines)")
 }
 
 if [ "${SKIP_BUILD:-}" != 1 ]; then
@@ -220,18 +275,21 @@ until_ok 60 "a control-plane leader" has_leader __meta "${controls[@]}"
 checklist
 "${checker[@]}" create --bootstrap "$gw1" --topic "$topic" --partitions 6 --replication-factor 3
 start_producer
+start_consumer
 sleep 5
 passed=$((passed + 1))
 say "PASS cluster up from nothing ($((SECONDS - t_start)) s)"
 
 # ---- 1b. every runnable command of the troubleshooting guide, as written (it runs the doctor)
 t=$SECONDS
-python3 tests/compose/docs_commands.py docs/operations/troubleshooting.md || fail "the troubleshooting guide's commands"
+c0=$(consumed)
+python3 tests/integration/compose/docs_commands.py docs/operations/troubleshooting.md || fail "the troubleshooting guide's commands"
 passed=$((passed + 1))
 say "PASS the troubleshooting guide's runnable commands ($((SECONDS - t)) s)"
 
 # ---- 2. docker kill the control-plane leader
 t=$SECONDS
+c0=$(consumed)
 leader=$(leader_among __meta "${controls[@]}")
 others=()
 for n in "${controls[@]}"; do [ "$n" = "$leader" ] || others+=("$n"); done
@@ -243,13 +301,14 @@ sleep 5
 docker start chronik-"$leader" >/dev/null
 wait_healthy "$leader" 60
 until_ok 60 "$leader following again" is_state "$leader" __meta 0
-if producer_alive "docker kill the control-plane leader"; then
+if load_alive "docker kill the control-plane leader" "$c0"; then
   passed=$((passed + 1))
   say "PASS docker kill the control-plane leader ($((SECONDS - t)) s)"
 fi
 
 # ---- 3. docker network disconnect a data-plane leader, then reconnect
 t=$SECONDS
+c0=$(consumed)
 group="$topic-0"
 leader=$(leader_among "$group" "${datanodes[@]}") || fail "no data node leads $group"
 say "docker network disconnect $network chronik-$leader (leads $group)"
@@ -259,13 +318,14 @@ say "a new leader of $group after $((SECONDS - t)) s"
 sleep 10
 docker network connect --alias "$leader" "$network" chronik-"$leader"
 until_ok 60 "$leader following $group again" is_state "$leader" "$group" 0
-if producer_alive "network disconnect of a data-plane leader"; then
+if load_alive "network disconnect of a data-plane leader" "$c0"; then
   passed=$((passed + 1))
   say "PASS network disconnect of a data-plane leader ($((SECONDS - t)) s)"
 fi
 
 # ---- 4. docker pause a follower for 30 s
 t=$SECONDS
+c0=$(consumed)
 follower=""
 for n in "${datanodes[@]}"; do
   if is_state "$n" "$group" 0; then follower=$n; break; fi
@@ -277,13 +337,14 @@ sleep 30
 docker unpause chronik-"$follower" >/dev/null
 wait_healthy "$follower" 60
 until_ok 60 "$follower following $group again" is_state "$follower" "$group" 0
-if producer_alive "docker pause of a follower"; then
+if load_alive "docker pause of a follower" "$c0"; then
   passed=$((passed + 1))
   say "PASS docker pause of a follower ($((SECONDS - t)) s)"
 fi
 
 # ---- 5. rolling restart
 t=$SECONDS
+c0=$(consumed)
 for n in "${all[@]}"; do
   docker restart -t 30 chronik-"$n" >/dev/null
   wait_healthy "$n" 90
@@ -295,29 +356,38 @@ for n in "${all[@]}"; do
   esac
   say "restarted $n"
 done
-if producer_alive "rolling restart"; then
+if load_alive "rolling restart" "$c0"; then
   passed=$((passed + 1))
   say "PASS rolling restart ($((SECONDS - t)) s)"
 fi
 
 # ---- 6. scale the data plane 3 -> 4 -> 3
 t=$SECONDS
+c0=$(consumed)
 say "scaling out: node7 joins"
 "${dc[@]}" --profile scale up -d node7 >"$work/up7.log" 2>&1 || { cat "$work/up7.log"; fail "compose up node7"; }
 wait_healthy node7 60
 until_ok 120 "node7 receiving replicas" hosts_replicas node7
-say "node7 hosts replicas after $((SECONDS - t)) s; decommissioning it"
-timeout 180 docker exec chronik-node7 chronik-server admin decommission --node-id 7 --wait \
-  --config /etc/chronik/chronik.toml | uniq
-"${dc[@]}" --profile scale rm -sf node7 >/dev/null 2>&1
+say "node7 hosts replicas after $((SECONDS - t)) s; stopping it (it decommissions itself first)"
+t_stop=$SECONDS
+"${dc[@]}" --profile scale stop node7 >/dev/null 2>&1
+# (grep reads the whole log: with -q it could stop early and fail the pipe under pipefail)
+docker logs chronik-node7 2>&1 | grep -F "Data node 7 decommissioned: no replica left on it" >/dev/null \
+  || fail "node7 stopped without decommissioning itself (see its log)"
+say "node7 moved its replicas away and stopped in $((SECONDS - t_stop)) s"
+for n in "${datanodes[@]}"; do
+  until_ok 60 "$n hosting replicas" hosts_replicas "$n"
+done
+"${dc[@]}" --profile scale rm -f node7 >/dev/null 2>&1
 docker volume rm "${project}_node7" >/dev/null
-if producer_alive "scale data nodes 3 -> 4 -> 3"; then
+if load_alive "scale data nodes 3 -> 4 -> 3" "$c0"; then
   passed=$((passed + 1))
   say "PASS scale data nodes 3 -> 4 -> 3 ($((SECONDS - t)) s)"
 fi
 
 # ---- 7. kill one of two gateways while 1,000 messages go through gateway1
 t=$SECONDS
+c0=$(consumed)
 "${checker[@]}" create --bootstrap "$gw1" --topic compose-gateways --partitions 3 --replication-factor 3
 "${checker[@]}" produce --bootstrap "$gw1" --topic compose-gateways --count 1000 --prefix gw --rate 100 \
   --acked "$work/acked-gw" --min-acked 0.9 &
@@ -331,7 +401,7 @@ wait $gw_producer || { gw_ok=0; problems+=("the producer through gateway1 failed
   || { gw_ok=0; problems+=("compose-gateways: acknowledged messages lost or duplicated"); }
 docker start chronik-gateway2 >/dev/null
 wait_healthy gateway2 60
-if [ $gw_ok = 1 ] && producer_alive "kill one of two gateways"; then
+if [ $gw_ok = 1 ] && load_alive "kill one of two gateways" "$c0"; then
   passed=$((passed + 1))
   say "PASS kill one of two gateways ($(wc -l <"$work/acked-gw") of 1000 acknowledged, $((SECONDS - t)) s)"
 else

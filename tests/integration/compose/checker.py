@@ -8,11 +8,24 @@
       line each). Values whose delivery failed are counted, not written: they may or may not
       be stored, and the check allows either.
 
-  checker.py verify --bootstrap B --topic T --acked FILE [FILE ...]
+  checker.py consume --bootstrap B --topic T --group G --seen FILE [--progress FILE]
+      A consumer in group G (subscribe, commits every second and on exit) reads until SIGTERM;
+      every message is appended to FILE ("value partition offset"), and the number read so far
+      is rewritten to the progress file every second, so the caller can see it advance. It
+      fails (exit 1) if a partition's offsets go backwards other than to a committed offset
+      after a rebalance, or if committed offsets go backwards.
+
+  checker.py verify --bootstrap B --topic T --acked FILE [FILE ...] [--consumed FILE ...]
       Reads every partition from the start up to its high watermark and proves that no
       acknowledged value is missing, none is stored twice, and each acknowledged value sits at
-      the partition and offset it was acknowledged with. Exit 1 with the evidence otherwise.
+      the partition and offset it was acknowledged with. With --consumed, also that every
+      message a group consumer read is the one stored at that partition and offset, and that
+      the consumer read every acknowledged value. Exit 1 with the evidence otherwise.
+
+  With CHECKER_DEBUG set (e.g. CHECKER_DEBUG=eos,msg), librdkafka's debug log of that
+  category goes to stderr.
 """
+import os
 import argparse
 import signal
 import sys
@@ -45,10 +58,17 @@ def create_topic(bootstrap, topic, partitions, rf):
             time.sleep(2)
 
 
+def client_config(conf):
+    """`conf` plus librdkafka's debug categories from CHECKER_DEBUG, if set."""
+    if os.environ.get("CHECKER_DEBUG"):
+        conf = dict(conf, debug=os.environ["CHECKER_DEBUG"], log_level=7)
+    return conf
+
+
 def produce(a):
     fatal = []
 
-    p = Producer({
+    p = Producer(client_config({
         "bootstrap.servers": a.bootstrap,
         "enable.idempotence": True,
         "acks": "all",
@@ -56,7 +76,7 @@ def produce(a):
         "message.timeout.ms": a.timeout_ms,
         "retry.backoff.ms": 200,
         "log_level": 3,
-    })
+    }))
     acked, failed = [], []
 
     def on_delivery(err, msg):
@@ -114,6 +134,96 @@ def produce(a):
         sys.exit(1)
 
 
+def consume(a):
+    anomalies = []
+    # Where each assigned partition's next message must come from: the position after the last
+    # message read, or (after an assignment) the committed offset the consumer resumes from.
+    expect = {}
+    committed_max = {}
+    assigned_at = {}
+
+    def on_assign(consumer, parts):
+        try:
+            committed = consumer.committed(parts, timeout=30)
+        except KafkaException as e:
+            # Only the check below needs it; the consumer itself resumes from the commits.
+            log(f"consume {a.group}: committed offsets not available ({e}); not checked for this assignment")
+            committed = []
+        for tp in parts:
+            expect.pop(tp.partition, None)
+        for tp in committed:
+            expect.pop(tp.partition, None)
+            assigned_at[tp.partition] = tp.offset
+            last = committed_max.get(tp.partition)
+            if tp.offset >= 0 and last is not None and tp.offset < last:
+                anomalies.append(f"partition {tp.partition}: committed offset went back from {last} to {tp.offset}")
+        log(f"consume {a.group}: assigned {sorted(tp.partition for tp in parts)}")
+
+    def on_revoke(consumer, parts):
+        for tp in parts:
+            expect.pop(tp.partition, None)
+
+    c = Consumer(client_config({
+        "bootstrap.servers": a.bootstrap,
+        "group.id": a.group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10000,
+        "heartbeat.interval.ms": 1000,
+        "log_level": 3,
+    }))
+    c.subscribe([a.topic], on_assign=on_assign, on_revoke=on_revoke)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    read = 0
+    last_commit = last_progress = time.time()
+    errors = Counter()
+    with open(a.seen, "a") as seen:
+        while not stop:
+            msg = c.poll(0.5)
+            now = time.time()
+            if msg is not None and msg.error():
+                errors[msg.error().name()] += 1
+            elif msg is not None:
+                p, o = msg.partition(), msg.offset()
+                want = expect.get(p)
+                # Re-reading from the committed offset after a rebalance is allowed; within
+                # one assignment the offsets only go forward.
+                if want is not None and o < want:
+                    anomalies.append(f"partition {p}: read offset {o} after {want - 1}")
+                expect[p] = o + 1
+                seen.write(f"{msg.value().decode()} {p} {o}\n")
+                read += 1
+            if now - last_commit >= 1 and expect:
+                try:
+                    done = c.commit(offsets=[TopicPartition(a.topic, p, o) for p, o in expect.items()],
+                                    asynchronous=False)
+                    for tp in done or []:
+                        if tp.error is None:
+                            committed_max[tp.partition] = max(committed_max.get(tp.partition, -1), tp.offset)
+                except KafkaException as e:
+                    errors[f"commit: {e.args[0].name() if e.args else e}"] += 1
+                last_commit = now
+            if now - last_progress >= 1:
+                seen.flush()
+                if a.progress:
+                    with open(a.progress + ".tmp", "w") as f:
+                        f.write(f"{read}\n")
+                    os.replace(a.progress + ".tmp", a.progress)
+                last_progress = now
+    try:
+        if expect:
+            c.commit(offsets=[TopicPartition(a.topic, p, o) for p, o in expect.items()], asynchronous=False)
+    except KafkaException as e:
+        log(f"consume {a.group}: final commit failed: {e}")
+    c.close()
+    log(f"consume {a.group}: {read} read; transient errors {dict(errors) or 'none'}")
+    if anomalies:
+        for x in anomalies[:10]:
+            log(f"FAIL: {x}")
+        sys.exit(1)
+
+
 def verify(a):
     acked = {}
     for path in a.acked:
@@ -121,13 +231,13 @@ def verify(a):
             for line in f:
                 value, part, off = line.split()
                 acked[value] = (int(part), int(off))
-    c = Consumer({
+    c = Consumer(client_config({
         "bootstrap.servers": a.bootstrap,
         "group.id": f"checker-{time.time()}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
-    })
+    }))
     md = c.list_topics(a.topic, timeout=30)
     parts = sorted(md.topics[a.topic].partitions)
     ends = {}
@@ -181,6 +291,27 @@ def verify(a):
     if moved:
         problems.append(f"{len(moved)} acknowledged value(s) not at their acknowledged offset, e.g. "
                         f"{[(v, acked[v]) for v in moved[:5]]}")
+    if a.consumed:
+        got = {}
+        wrong = []
+        for path in a.consumed:
+            with open(path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) != 3:
+                        continue  # a line cut short when the consumer was stopped
+                    value, part, off = parts[0], int(parts[1]), int(parts[2])
+                    got[value] = (part, off)
+                    if seen.get((part, off)) != value:
+                        wrong.append((value, part, off, seen.get((part, off))))
+        if wrong:
+            problems.append(f"{len(wrong)} consumed message(s) differ from what is stored at their offset, "
+                            f"e.g. (value, partition, offset, stored) {wrong[:5]}")
+        unread = [v for v in acked if v not in got]
+        if unread:
+            problems.append(f"the group consumer never read {len(unread)} acknowledged value(s), e.g. {unread[:5]}")
+        log(f"verify {a.topic}: the group consumer read {len(got)} distinct values, "
+            f"{len(wrong)} wrong, {len(unread)} acknowledged ones unread")
     total = sum(ends.values())
     log(f"verify {a.topic}: {len(seen)} stored in {len(parts)} partitions (high watermarks sum {total}), "
         f"{len(acked)} acknowledged, {len(lost)} lost, {len(dups)} duplicated")
@@ -214,11 +345,20 @@ def main():
     v.add_argument("--topic", required=True)
     v.add_argument("--acked", nargs="+", required=True)
     v.add_argument("--timeout-s", type=float, default=120)
+    v.add_argument("--consumed", nargs="*", default=[], help="files written by `consume`")
+    k = sub.add_parser("consume")
+    k.add_argument("--bootstrap", required=True)
+    k.add_argument("--topic", required=True)
+    k.add_argument("--group", required=True)
+    k.add_argument("--seen", required=True)
+    k.add_argument("--progress")
     a = ap.parse_args()
     if a.cmd == "create":
         create_topic(a.bootstrap, a.topic, a.partitions, a.replication_factor)
     elif a.cmd == "produce":
         produce(a)
+    elif a.cmd == "consume":
+        consume(a)
     else:
         verify(a)
 
