@@ -164,13 +164,18 @@ impl RawProducer {
     }
 
     pub async fn produce(&mut self, topic: &str, records: bytes::Bytes) -> (i16, i64) {
+        self.produce_within(topic, records, 5000).await
+    }
+
+    /// [`RawProducer::produce`] with the request's own timeout.
+    pub async fn produce_within(&mut self, topic: &str, records: bytes::Bytes, timeout_ms: i32) -> (i16, i64) {
         use bytes::BufMut;
         use kafka_protocol::messages::*;
         use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let version = 9;
         self.cid += 1;
-        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(timeout_ms).with_topic_data(vec![
             produce_request::TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                 .with_partition_data(vec![

@@ -31,6 +31,11 @@ use crate::batch::BatchInfo;
 const PATIENCE: Duration = Duration::from_secs(2);
 /// How often a waiting batch looks at the state machine again.
 const RECHECK: Duration = Duration::from_millis(50);
+/// How long a missing sequence may keep its successors waiting (they come back through
+/// retries) before it is taken as lost: then a successor is proposed, and the state machine
+/// refuses the gap as Kafka would. Longer than a predecessor can spend in the gateway's
+/// retries (5 s on a dead leader, then a new one's election).
+const GIVE_UP: Duration = Duration::from_secs(10);
 
 /// What this leader has proposed for one producer.
 #[derive(Clone, Copy)]
@@ -38,6 +43,8 @@ struct Slot {
     term: u64,
     epoch: i16,
     next: i32,
+    /// The sequence successors have been waiting for, and since when.
+    missing: Option<(i32, tokio::time::Instant)>,
 }
 
 #[derive(Default)]
@@ -59,7 +66,7 @@ impl Slot {
             Some((e, seq)) if e == epoch => next_after(seq),
             _ => 0,
         };
-        Slot { term, epoch, next }
+        Slot { term, epoch, next, missing: None }
     }
 }
 
@@ -102,8 +109,9 @@ impl Sequencer {
     /// can take longer than that), and proposing the gap would only have it refused as out
     /// of order, which is fatal to a producer once the predecessor has been acknowledged.
     /// Clients retry in sequence order, and a client that gave its predecessor up starts a
-    /// new epoch. Only for a producer the log has never seen is the batch proposed anyway,
-    /// since there is nothing to be out of order with.
+    /// new epoch. Once a sequence has been missing for [`GIVE_UP`] (or for a producer the log
+    /// has never seen) the batch is proposed anyway, and the log answers the gap as Kafka
+    /// does: OUT_OF_ORDER_SEQUENCE_NUMBER.
     pub async fn admit(
         &self,
         term: u64,
@@ -126,7 +134,7 @@ impl Sequencer {
                 if info.producer_epoch != slot.epoch {
                     // A new epoch starts at sequence 0; an older one is fenced when applied.
                     if info.producer_epoch > slot.epoch {
-                        *slot = Slot { term, epoch: info.producer_epoch, next: 0 };
+                        *slot = Slot { term, epoch: info.producer_epoch, next: 0, missing: None };
                     } else {
                         return turn(None);
                     }
@@ -145,8 +153,17 @@ impl Sequencer {
                 if ahead == 0 {
                     return turn(Some((slot.next, next_after(last))));
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    if known.is_none() {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    let since = match slot.missing {
+                        Some((seq, since)) if seq == slot.next => since,
+                        _ => {
+                            slot.missing = Some((slot.next, deadline - PATIENCE));
+                            deadline - PATIENCE
+                        }
+                    };
+                    if known.is_none() || now.duration_since(since) >= GIVE_UP {
+                        tracing::info!(target: "chronik_server", "Sequence {} of producer {} has not come for {:?}: proposing sequence {}, for the log to refuse the gap", slot.next, info.producer_id, now.duration_since(since), info.base_sequence);
                         return turn(Some((slot.next, next_after(last))));
                     }
                     return Err(ChronikError::new(
@@ -242,6 +259,25 @@ mod tests {
         let again = tokio::time::Instant::now();
         drop(seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await.unwrap());
         assert!(again.elapsed() < Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sequence_missing_for_good_lets_its_successor_through_to_be_refused() {
+        let seq = Sequencer::default();
+        let started = tokio::time::Instant::now();
+        // The successor keeps coming back (the gateway retries it) while 9 never comes.
+        loop {
+            match seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await {
+                Err(e) => assert_eq!(e.code, ErrorCode::Unavailable),
+                Ok(turn) => {
+                    drop(turn);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(started.elapsed() >= GIVE_UP, "only after {GIVE_UP:?}: {:?}", started.elapsed());
+        assert!(started.elapsed() < GIVE_UP + PATIENCE + Duration::from_secs(1));
     }
 
     #[tokio::test]
