@@ -140,8 +140,16 @@ impl From<tonic::Status> for ChronikError {
     fn from(s: tonic::Status) -> Self {
         let code =
             s.metadata().get(CODE_HEADER).and_then(|v| v.to_str().ok()).and_then(ErrorCode::from_name).unwrap_or(
+                // No code header: the answer did not come from our handler but from the
+                // transport (a connection reset when a partitioned node comes back answers
+                // "h2 protocol error" as Internal or Unknown). The call's outcome is unknown
+                // and the peer may be fine: retry, as for Unavailable.
                 match s.code() {
-                    tonic::Code::Unavailable => ErrorCode::Unavailable,
+                    tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Internal
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Aborted => ErrorCode::Unavailable,
                     tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
                     tonic::Code::NotFound => ErrorCode::UnknownTopicOrPartition,
                     _ => ErrorCode::Internal,

@@ -126,7 +126,7 @@ impl Partition {
     /// producers (gateways route by what data nodes report here).
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics().borrow_watched().clone();
-        m.current_leader == Some(self.node_id) && self.has_quorum(&m)
+        m.current_leader == Some(self.node_id) && m.running_state.is_ok() && self.has_quorum(&m)
     }
 
     fn has_quorum(&self, m: &openraft::RaftMetrics<PartitionTypeConfig>) -> bool {
@@ -143,7 +143,10 @@ impl Partition {
     /// committed (a new leader learns the commit point only by committing in its term).
     pub fn ensure_serving(&self) -> Result<(), ChronikError> {
         let m = self.raft.metrics().borrow_watched().clone();
-        if m.current_leader != Some(self.node_id) || !self.has_quorum(&m) {
+        // A group stopped by a storage failure keeps its last metrics (still "leader"), and
+        // its frozen high watermark would send consumers that read further elsewhere back to
+        // the start as out of range.
+        if m.current_leader != Some(self.node_id) || m.running_state.is_err() || !self.has_quorum(&m) {
             return Err(self.not_leader());
         }
         if m.last_applied.as_ref().map(|l| l.leader_id.term) != Some(m.current_term) {
