@@ -3,45 +3,18 @@
 //! free, `/health` says why, nothing acknowledged is lost, and writes succeed again by
 //! themselves as soon as space is freed.
 
+mod faults;
 mod harness;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chronik_server::Standalone;
+use faults::{Tmpfs, free_bytes};
 use harness::*;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const TOPIC: &str = "full";
 const MIN_FREE: u64 = 8 << 20;
-
-/// A tmpfs mounted for the test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).expect("mount point");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mounting a tmpfs needs root (the tests run as root)");
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn free_bytes(dir: &Path) -> u64 {
-    let out = Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().expect("df");
-    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df output")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {

@@ -3,11 +3,10 @@
 //! acknowledges a write whose sync failed, and says why in its log and in `/health`. After a
 //! restart on a working disk, everything acknowledged before the failure is there.
 
+mod faults;
 mod harness;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -15,26 +14,15 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+use faults::fsync_eio_shim;
 use harness::*;
 
 const TOPIC: &str = "eio";
 
-/// Builds the shim with the C compiler every machine that runs the tests has (gcc).
-fn build_shim(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/shims/fsync_eio.c");
-    let lib = dir.join("libfsync_eio.so");
-    let out =
-        Command::new("cc").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&lib).arg(&src).arg("-ldl").output().expect(
-            "running cc: the fsync EIO test builds an LD_PRELOAD shim with the system C compiler (install gcc)",
-        );
-    assert!(out.status.success(), "cc failed to build the shim: {}", String::from_utf8_lossy(&out.stderr));
-    lib
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsync_eio_fail_stops_the_node_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let shim = build_shim(dir.path());
+    let shim = fsync_eio_shim(dir.path());
     let trigger = dir.path().join("disk-fails");
     let data = dir.path().join("data");
     let (kafka, http_port, grpc) = (free_port(), free_port(), free_port());

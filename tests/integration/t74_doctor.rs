@@ -3,6 +3,7 @@
 //! guide section, and exits non-zero. `/admin/diagnose` answers the same from any node.
 
 mod cluster;
+mod faults;
 mod harness;
 
 use std::process::Command;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use chronik_shared::auth::Role;
 use chronik_shared::config::ChronikConfig;
 use cluster::*;
+use faults::{DropInbound, faketime};
 use harness::{http, producer_config};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -35,39 +37,6 @@ fn doctor(url: &str, token: &str) -> (bool, Value, String) {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let report = serde_json::from_str(&text).unwrap_or_else(|e| panic!("doctor printed no JSON ({e}): {text}"));
     (out.status.success(), report, String::from_utf8_lossy(&out.stderr).to_string())
-}
-
-/// libfaketime's multi-threaded library, as scripts/test.sh installs it.
-fn faketime() -> &'static str {
-    let found = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
-        .find(|p| p.exists())
-        .expect("libfaketime is not installed (scripts/test.sh installs it: apt-get install libfaketime)");
-    Box::leak(found.display().to_string().into_boxed_str())
-}
-
-/// An iptables rule dropping every packet sent to a local TCP port, removed on drop.
-struct DropInbound(String);
-
-impl DropInbound {
-    fn new(port: u16) -> DropInbound {
-        let port = port.to_string();
-        let ok = Command::new("iptables")
-            .args(["-I", "INPUT", "-p", "tcp", "--dport", &port, "-j", "DROP"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "iptables -I INPUT failed (scripts/test.sh installs iptables; the tests run as root)");
-        DropInbound(port)
-    }
-}
-
-impl Drop for DropInbound {
-    fn drop(&mut self) {
-        let _ = Command::new("iptables").args(["-D", "INPUT", "-p", "tcp", "--dport", &self.0, "-j", "DROP"]).status();
-    }
 }
 
 fn findings(report: &Value, severity: &str) -> Vec<Value> {
