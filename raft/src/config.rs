@@ -17,6 +17,11 @@ pub fn raft_config(cfg: &ChronikConfig, snapshot_policy: SnapshotPolicy) -> Resu
         // A node that was cut off (or rejoins after a rebuild) must not depose a healthy leader
         // by campaigning with a higher term it cannot win.
         enable_pre_vote: Some(true),
+        // A restarted leader must win an election (a new term, whose first entry it commits
+        // and applies) before it serves: restored at once in its old term, it would answer
+        // from a state machine that has not applied what was committed before the restart
+        // (a consumer was sent back to offset 0 as out of range; the fault campaign found it).
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
