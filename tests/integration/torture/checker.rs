@@ -32,6 +32,8 @@ pub struct Report {
     pub polls: usize,
     pub commits: usize,
     pub faults: usize,
+    /// Why sends failed, with how many failed so.
+    pub fail_reasons: BTreeMap<String, usize>,
     /// Acknowledged, but not in the log at the end.
     pub lost: Anomaly,
     /// A value of an idempotent producer stored at more than one offset.
@@ -80,6 +82,9 @@ impl fmt::Display for Report {
             self.commits,
             self.faults
         )?;
+        for (why, n) in &self.fail_reasons {
+            writeln!(f, "  {n} send(s) failed: {why}")?;
+        }
         let counts: Vec<String> = self.anomalies().iter().map(|(n, a)| format!("{n} {}", a.count)).collect();
         write!(f, "{}", counts.join(", "))?;
         for (name, a) in self.anomalies() {
@@ -128,8 +133,14 @@ pub fn check(events: &[Event]) -> Report {
                     });
                 }
             }
-            (Op::Send { .. }, Outcome::Fail(_)) => r.failed += 1,
-            (Op::Send { .. }, Outcome::Info(_)) => r.indeterminate += 1,
+            (Op::Send { .. }, Outcome::Fail(why)) => {
+                r.failed += 1;
+                *r.fail_reasons.entry(why.clone()).or_default() += 1;
+            }
+            (Op::Send { .. }, Outcome::Info(why)) => {
+                r.indeterminate += 1;
+                *r.fail_reasons.entry(format!("{why} (may be stored)")).or_default() += 1;
+            }
             (Op::Poll { consumer, session, partition, offset, value }, Outcome::Ok) => {
                 r.polls += 1;
                 observe(*partition, *offset, value, consumer, &mut r);
