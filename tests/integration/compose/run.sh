@@ -232,6 +232,20 @@ load_alive() {
   return $ok
 }
 
+# Marks the start of a scenario: its time and how much the consumers had read.
+scenario_begins() {
+  t=$SECONDS
+  c0=$(consumed)
+}
+
+# A scenario passes when the producer and the consumer came through it (see load_alive).
+scenario_done() {
+  if load_alive "$1" "$c0"; then
+    passed=$((passed + 1))
+    say "PASS $1 ($((SECONDS - t)) s)"
+  fi
+}
+
 # Stops the producer, lets the consumer catch up and stops it, then reads everything back:
 # fails on any acknowledged message lost or duplicated, any consumed message that differs
 # from the stored one, any acknowledged message never consumed, or any problem recorded on
@@ -281,15 +295,13 @@ passed=$((passed + 1))
 say "PASS cluster up from nothing ($((SECONDS - t_start)) s)"
 
 # ---- 1b. every runnable command of the troubleshooting guide, as written (it runs the doctor)
-t=$SECONDS
-c0=$(consumed)
+scenario_begins
 python3 tests/integration/compose/docs_commands.py docs/operations/troubleshooting.md || fail "the troubleshooting guide's commands"
 passed=$((passed + 1))
 say "PASS the troubleshooting guide's runnable commands ($((SECONDS - t)) s)"
 
 # ---- 2. docker kill the control-plane leader
-t=$SECONDS
-c0=$(consumed)
+scenario_begins
 leader=$(leader_among __meta "${controls[@]}")
 others=()
 for n in "${controls[@]}"; do [ "$n" = "$leader" ] || others+=("$n"); done
@@ -301,14 +313,10 @@ sleep 5
 docker start chronik-"$leader" >/dev/null
 wait_healthy "$leader" 60
 until_ok 60 "$leader following again" is_state "$leader" __meta 0
-if load_alive "docker kill the control-plane leader" "$c0"; then
-  passed=$((passed + 1))
-  say "PASS docker kill the control-plane leader ($((SECONDS - t)) s)"
-fi
+scenario_done "docker kill the control-plane leader"
 
 # ---- 3. docker network disconnect a data-plane leader, then reconnect
-t=$SECONDS
-c0=$(consumed)
+scenario_begins
 group="$topic-0"
 leader=$(leader_among "$group" "${datanodes[@]}") || fail "no data node leads $group"
 say "docker network disconnect $network chronik-$leader (leads $group)"
@@ -318,14 +326,10 @@ say "a new leader of $group after $((SECONDS - t)) s"
 sleep 10
 docker network connect --alias "$leader" "$network" chronik-"$leader"
 until_ok 60 "$leader following $group again" is_state "$leader" "$group" 0
-if load_alive "network disconnect of a data-plane leader" "$c0"; then
-  passed=$((passed + 1))
-  say "PASS network disconnect of a data-plane leader ($((SECONDS - t)) s)"
-fi
+scenario_done "network disconnect of a data-plane leader"
 
 # ---- 4. docker pause a follower for 30 s
-t=$SECONDS
-c0=$(consumed)
+scenario_begins
 follower=""
 for n in "${datanodes[@]}"; do
   if is_state "$n" "$group" 0; then follower=$n; break; fi
@@ -337,14 +341,10 @@ sleep 30
 docker unpause chronik-"$follower" >/dev/null
 wait_healthy "$follower" 60
 until_ok 60 "$follower following $group again" is_state "$follower" "$group" 0
-if load_alive "docker pause of a follower" "$c0"; then
-  passed=$((passed + 1))
-  say "PASS docker pause of a follower ($((SECONDS - t)) s)"
-fi
+scenario_done "docker pause of a follower"
 
 # ---- 5. rolling restart
-t=$SECONDS
-c0=$(consumed)
+scenario_begins
 for n in "${all[@]}"; do
   docker restart -t 30 chronik-"$n" >/dev/null
   wait_healthy "$n" 90
@@ -356,14 +356,10 @@ for n in "${all[@]}"; do
   esac
   say "restarted $n"
 done
-if load_alive "rolling restart" "$c0"; then
-  passed=$((passed + 1))
-  say "PASS rolling restart ($((SECONDS - t)) s)"
-fi
+scenario_done "rolling restart"
 
 # ---- 6. scale the data plane 3 -> 4 -> 3
-t=$SECONDS
-c0=$(consumed)
+scenario_begins
 say "scaling out: node7 joins"
 "${dc[@]}" --profile scale up -d node7 >"$work/up7.log" 2>&1 || { cat "$work/up7.log"; fail "compose up node7"; }
 wait_healthy node7 60
@@ -380,14 +376,10 @@ for n in "${datanodes[@]}"; do
 done
 "${dc[@]}" --profile scale rm -f node7 >/dev/null 2>&1
 docker volume rm "${project}_node7" >/dev/null
-if load_alive "scale data nodes 3 -> 4 -> 3" "$c0"; then
-  passed=$((passed + 1))
-  say "PASS scale data nodes 3 -> 4 -> 3 ($((SECONDS - t)) s)"
-fi
+scenario_done "scale data nodes 3 -> 4 -> 3"
 
 # ---- 7. kill one of two gateways while 1,000 messages go through gateway1
-t=$SECONDS
-c0=$(consumed)
+scenario_begins
 "${checker[@]}" create --bootstrap "$gw1" --topic compose-gateways --partitions 3 --replication-factor 3
 "${checker[@]}" produce --bootstrap "$gw1" --topic compose-gateways --count 1000 --prefix gw --rate 100 \
   --acked "$work/acked-gw" --min-acked 0.9 &
