@@ -297,10 +297,10 @@ def verify(a):
         for path in a.consumed:
             with open(path) as f:
                 for line in f:
-                    parts = line.split()
-                    if len(parts) != 3:
+                    fields = line.split()
+                    if len(fields) != 3:
                         continue  # a line cut short when the consumer was stopped
-                    value, part, off = parts[0], int(parts[1]), int(parts[2])
+                    value, part, off = fields[0], int(fields[1]), int(fields[2])
                     got[value] = (part, off)
                     if seen.get((part, off)) != value:
                         wrong.append((value, part, off, seen.get((part, off))))

@@ -73,7 +73,7 @@ teardown() {
   else
     "${dc[@]}" --profile scale down -v --remove-orphans >/dev/null 2>&1 || true
   fi
-  rm -rf "$work"
+  [ "${KEEP:-}" = 1 ] && say "KEEP=1: the checker files are in $work" || rm -rf "$work"
   exit $rc
 }
 trap teardown EXIT
