@@ -125,11 +125,11 @@ impl Sequencer {
             let advanced = self.advanced.notified();
             {
                 let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-                let known = committed();
-                let slot =
-                    slots.entry(info.producer_id).or_insert_with(|| Slot::fresh(term, info.producer_epoch, known));
+                let slot = slots
+                    .entry(info.producer_id)
+                    .or_insert_with(|| Slot::fresh(term, info.producer_epoch, committed()));
                 if slot.term != term {
-                    *slot = Slot::fresh(term, info.producer_epoch, known);
+                    *slot = Slot::fresh(term, info.producer_epoch, committed());
                 }
                 if info.producer_epoch != slot.epoch {
                     // A new epoch starts at sequence 0; an older one is fenced when applied.
@@ -139,7 +139,10 @@ impl Sequencer {
                         return turn(None);
                     }
                 }
-                // Batches of earlier terms, applied since this slot was made, count too.
+                // Only a batch that would wait looks at the state machine again (the common
+                // case takes no second lock): batches of earlier terms, applied since this
+                // slot was made, count too.
+                let known = if info.base_sequence.wrapping_sub(slot.next) > 0 { committed() } else { None };
                 if let Some((epoch, seq)) = known
                     && epoch == slot.epoch
                     && next_after(seq).wrapping_sub(slot.next) > 0
