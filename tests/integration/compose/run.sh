@@ -198,23 +198,25 @@ start_consumer() {
 # Messages the consumers have read so far.
 consumed() { cat "$work"/consumed-* 2>/dev/null | wc -l; }
 
+# Starts the producer or the consumer ($1) again if it stopped during scenario $2, recording
+# the problem; fails if it had stopped.
+revive() {
+  local kind=$1 count_var="${1}s" rc=0
+  local pid=${!kind} count=${!count_var}
+  kill -0 "$pid" 2>/dev/null && return 0
+  wait "$pid" || rc=$?
+  problems+=("$kind $count stopped during: $2 (exit $rc)")
+  say "FAIL $2: $kind $count stopped (exit $rc); starting another"
+  "start_$kind"
+  return 1
+}
+
 # After each scenario: the producer and the consumer must still be running, and the consumer
 # must have read more than when the scenario began (`$2`).
 load_alive() {
-  local ok=0 rc=0
-  if ! kill -0 "$producer" 2>/dev/null; then
-    wait "$producer" || rc=$?
-    problems+=("producer $producers stopped during: $1 (exit $rc)")
-    say "FAIL $1: producer $producers stopped (exit $rc); starting another"
-    start_producer
-    ok=1
-  fi
-  rc=0
-  if ! kill -0 "$consumer" 2>/dev/null; then
-    wait "$consumer" || rc=$?
-    problems+=("consumer $consumers stopped during: $1 (exit $rc)")
-    say "FAIL $1: consumer $consumers stopped (exit $rc); starting another"
-    start_consumer
+  local ok=0
+  revive producer "$1" || ok=1
+  if ! revive consumer "$1"; then
     ok=1
   elif [ -n "${2:-}" ]; then
     # The consumer may still be catching up after the fault: give it a little while.
