@@ -113,6 +113,32 @@ impl ServerProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Reads partition 0 of `topic` from the start until `done` holds for what was read
+    /// (offset → value), for up to 60 s; panics with `what` and the server's log otherwise.
+    pub fn read_back(
+        &self,
+        topic: &str,
+        what: &str,
+        done: impl Fn(&std::collections::BTreeMap<i64, String>) -> bool,
+    ) -> std::collections::BTreeMap<i64, String> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        let consumer: BaseConsumer = consumer_config(&self.kafka).create().expect("consumer");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning).expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let mut read = std::collections::BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&read) {
+            assert!(Instant::now() < deadline, "read {} records, {what}; log:\n{}", read.len(), self.log_text());
+            if let Some(m) = consumer.poll(Duration::from_millis(300)) {
+                let m = m.expect("fetch ok");
+                read.insert(m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+            }
+        }
+        read
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

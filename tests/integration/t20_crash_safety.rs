@@ -4,12 +4,10 @@
 mod harness;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use harness::*;
 
@@ -67,29 +65,13 @@ async fn kill9_while_producing_keeps_every_acknowledged_message() {
     drop(server);
 
     let server = ServerProcess::start(&data, kafka, http, grpc);
-    let consumer: BaseConsumer = consumer_config(&server.kafka).create().expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let mut read = BTreeMap::new();
     let max_acked = *acked.keys().last().expect("acked");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while read.len() as i64 <= max_acked {
-        assert!(
-            Instant::now() < deadline,
-            "read {} records, expected at least {}; log:\n{}",
-            read.len(),
-            max_acked + 1,
-            server.log_text()
-        );
-        if let Some(m) = consumer.poll(Duration::from_millis(300)) {
-            let m = m.expect("fetch ok");
-            read.insert(m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-        }
-    }
+    let read =
+        server.read_back(topic, &format!("expected at least {}", max_acked + 1), |read| read.len() as i64 > max_acked);
     for (offset, value) in &acked {
         assert_eq!(read.get(offset), Some(value), "acknowledged record at offset {offset} lost or changed");
     }
+    let consumer: BaseConsumer = consumer_config(&server.kafka).create().expect("consumer");
     let (lo, hi) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5)).expect("watermarks");
     assert_eq!(lo, 0);
     assert!(hi as usize >= read.len());

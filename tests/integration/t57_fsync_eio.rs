@@ -9,10 +9,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use faults::fsync_eio_shim;
 use harness::*;
@@ -74,25 +71,9 @@ async fn fsync_eio_fail_stops_the_node_and_loses_nothing_acknowledged() {
     std::fs::remove_file(&trigger).expect("trigger");
     drop(server);
     let server = ServerProcess::start(&data, kafka, http_port, grpc);
-    let consumer: BaseConsumer = consumer_config(&server.kafka).create().expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning).expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let mut read = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !acked.keys().all(|o| read.contains_key(o)) {
-        assert!(
-            Instant::now() < deadline,
-            "read {} of {} acknowledged records; log:\n{}",
-            read.len(),
-            acked.len(),
-            server.log_text()
-        );
-        if let Some(m) = consumer.poll(Duration::from_millis(300)) {
-            let m = m.expect("fetch ok");
-            read.insert(m.offset(), String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
-        }
-    }
+    let read = server.read_back(TOPIC, &format!("expected the {} acknowledged ones", acked.len()), |read| {
+        acked.keys().all(|o| read.contains_key(o))
+    });
     for (offset, value) in &acked {
         assert_eq!(read.get(offset), Some(value), "acknowledged record at offset {offset}");
     }
