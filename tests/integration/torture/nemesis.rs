@@ -132,41 +132,42 @@ fn history_secs(history: &History) -> f64 {
 async fn inject(t: &mut Target, rng: &mut Rng, kind: Kind, hold: Duration, history: &History) -> String {
     let ids = t.ids();
     let data = t.data_ids();
+    // The node it hits, for the kinds that pick one (one draw, as the seed replays it).
+    let victim = match kind {
+        Kind::Kill | Kind::Pause => ids[rng.below(ids.len())],
+        Kind::Isolate | Kind::ClockSkew | Kind::Membership => data[rng.below(data.len())],
+        _ => 0,
+    };
     let what = match kind {
-        Kind::Kill => format!("kill -9 of node {}", ids[rng.below(ids.len())]),
-        Kind::Pause => format!("SIGSTOP of node {}", ids[rng.below(ids.len())]),
-        Kind::Isolate => format!("data node {} cut off (its Raft port drops everything)", data[rng.below(data.len())]),
+        Kind::Kill => format!("kill -9 of node {victim}"),
+        Kind::Pause => format!("SIGSTOP of node {victim}"),
+        Kind::Isolate => format!("data node {victim} cut off (its Raft port drops everything)"),
         Kind::IsolateLeader => "the leader of a partition cut off".to_string(),
-        Kind::ClockSkew => format!("data node {} restarted with its clock 30 s ahead", data[rng.below(data.len())]),
+        Kind::ClockSkew => format!("data node {victim} restarted with its clock 30 s ahead"),
         Kind::DiskFull => format!("the disk of data node {} full", t.disk_node),
         Kind::FsyncEio => format!("fsync failing with EIO on data node {}", t.eio_node),
         Kind::TransferLeader => "a partition's leadership transferred".to_string(),
-        Kind::Membership => {
-            format!("data node {} decommissioned, then taking replicas again", data[rng.below(data.len())])
-        }
+        Kind::Membership => format!("data node {victim} decommissioned, then taking replicas again"),
     };
     history.record("nemesis", Outcome::Invoke, Op::Nemesis { what: what.clone() });
     eprintln!("torture: {:>6.1} s  fault: {what} for {hold:?}", history_secs(history));
-    let node_of = |w: &str| -> u64 {
-        w.split_whitespace().skip_while(|x| *x != "node").nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
-    };
     let detail = match kind {
         Kind::Kill => {
-            let n = t.node(node_of(&what));
+            let n = t.node(victim);
             n.kill9();
             tokio::time::sleep(hold).await;
             n.restart();
             String::new()
         }
         Kind::Pause => {
-            let n = t.node(node_of(&what));
+            let n = t.node(victim);
             n.pause();
             tokio::time::sleep(hold.min(Duration::from_secs(6))).await;
             n.resume();
             String::new()
         }
         Kind::Isolate => {
-            let port = t.node(node_of(&what)).port;
+            let port = t.node(victim).port;
             let rule = DropInbound::new(port);
             tokio::time::sleep(hold).await;
             drop(rule);
@@ -188,7 +189,7 @@ async fn inject(t: &mut Target, rng: &mut Rng, kind: Kind, hold: Duration, histo
         }
         Kind::ClockSkew => {
             let faketime = t.faketime;
-            let n = t.node(node_of(&what));
+            let n = t.node(victim);
             let normal = n.env.clone();
             n.kill9();
             n.env.extend([("LD_PRELOAD", faketime), ("FAKETIME", "+30s"), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")]);
@@ -240,7 +241,7 @@ async fn inject(t: &mut Target, rng: &mut Rng, kind: Kind, hold: Duration, histo
             format!(" ({TOPIC}-{} from node {leader} to node {target}: HTTP {status} {})", p.partition, resp.trim())
         }
         Kind::Membership => {
-            let id = node_of(&what);
+            let id = victim;
             let ctl = t.cluster.control_client();
             let deadline = Instant::now() + hold + Duration::from_secs(60);
             let mut left = String::from("not finished");
