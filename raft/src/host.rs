@@ -21,6 +21,10 @@ use tonic_reflection::pb::{v1, v1alpha};
 
 use crate::service::{RaftGroups, RaftServiceImpl};
 
+/// Calls a peer may reset before this server takes them up, before it closes the connection
+/// (h2's rapid-reset guard, see [`GrpcHost::serve`]).
+const PENDING_RESETS: usize = 10_000;
+
 pub struct GrpcHost {
     pub groups: RaftGroups,
     services: Services,
@@ -111,6 +115,11 @@ impl GrpcHost {
             }
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                // A peer cut off for a few seconds gives up (resets) its calls to this node;
+                // once the network heals those resets arrive in one burst, and h2's default
+                // of 20 pending resets answers it with GOAWAY "too_many_resets", failing every
+                // call in flight on the connection. The callers are our own nodes.
+                .http2_max_pending_accept_reset_streams(Some(PENDING_RESETS))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.await;
@@ -215,5 +224,47 @@ mod tests {
         let control = health.check(HealthCheckRequest { service: "chronik.control.ControlService".into() }).await;
         assert_eq!(control.expect_err("not served here").code(), tonic::Code::NotFound);
         server.stop().await;
+    }
+
+    /// A gateway cut off from a data node gives its calls up; when the network heals, the
+    /// resets of all of them arrive at once. The connection must survive them: h2's default
+    /// guard closed it ("too_many_resets") and failed every call in flight on it.
+    #[tokio::test]
+    async fn a_burst_of_reset_calls_keeps_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = GrpcHost::new(7, "data", 4 << 20).serve(listener);
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        let connection = tokio::spawn(connection);
+        let check = || {
+            http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .expect("request")
+        };
+        // Sent and reset in one go, before the server can take any of them up.
+        for _ in 0..200 {
+            client = client.ready().await.expect("ready");
+            let (response, mut body) = client.send_request(check(), false).expect("send");
+            body.send_reset(h2::Reason::CANCEL);
+            drop(response);
+        }
+        client = client.ready().await.expect("the connection is still open");
+        let (response, mut body) = client.send_request(check(), false).expect("send");
+        // An empty HealthCheckRequest: not compressed, zero bytes long.
+        body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true).expect("body");
+        let response = response.await.expect("the call after the resets is answered");
+        assert_eq!(response.status(), 200);
+        let mut answer = response.into_body();
+        while let Some(chunk) = answer.data().await {
+            chunk.expect("answer body");
+        }
+        let trailers = answer.trailers().await.expect("trailers").expect("grpc status");
+        assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+        drop(client);
+        server.stop().await;
+        connection.abort();
     }
 }

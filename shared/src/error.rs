@@ -142,12 +142,14 @@ impl From<tonic::Status> for ChronikError {
             s.metadata().get(CODE_HEADER).and_then(|v| v.to_str().ok()).and_then(ErrorCode::from_name).unwrap_or(
                 // No code header: the answer did not come from our handler but from the
                 // transport (a connection reset when a partitioned node comes back answers
-                // "h2 protocol error" as Internal or Unknown). The call's outcome is unknown
-                // and the peer may be fine: retry, as for Unavailable.
+                // "h2 protocol error" as Internal or Unknown, and a GOAWAY with
+                // ENHANCE_YOUR_CALM as ResourceExhausted). The call's outcome is unknown and
+                // the peer may be fine: retry, as for Unavailable.
                 match s.code() {
                     tonic::Code::Unavailable
                     | tonic::Code::Unknown
                     | tonic::Code::Internal
+                    | tonic::Code::ResourceExhausted
                     | tonic::Code::Cancelled
                     | tonic::Code::Aborted => ErrorCode::Unavailable,
                     tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
@@ -185,6 +187,18 @@ mod tests {
         let back = ChronikError::from(tonic::Status::from(e.clone()));
         assert_eq!(back, e);
         assert_eq!(back.code.kafka(), 6);
+    }
+
+    #[test]
+    fn transport_failures_without_our_header_are_retried() {
+        // What tonic makes of a broken connection and of a GOAWAY "too_many_resets".
+        for code in [tonic::Code::Internal, tonic::Code::Unknown, tonic::Code::ResourceExhausted] {
+            let e = ChronikError::from(tonic::Status::new(code, "h2 protocol error: http2 error"));
+            assert_eq!(e.code, ErrorCode::Unavailable, "{code:?}");
+        }
+        // Our own Internal keeps its code.
+        let ours = ChronikError::new(ErrorCode::Internal, "bug");
+        assert_eq!(ChronikError::from(tonic::Status::from(ours)).code, ErrorCode::Internal);
     }
 
     #[test]

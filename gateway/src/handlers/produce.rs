@@ -109,7 +109,16 @@ async fn produce_partition(
             Ok(r) => {
                 first.get_or_insert(r);
             }
-            Err(e) => return fail(ChronikError { code: as_leader_error(e.code), ..e }),
+            Err(e) => {
+                // An Internal error reaching a client is a bug (librdkafka gives the batch
+                // up on UNKNOWN_SERVER_ERROR): say where it came from.
+                if e.code == ErrorCode::Internal {
+                    tracing::warn!(target: "chronik_gateway", "produce to {topic}-{partition} failed: {e}");
+                } else {
+                    tracing::debug!(target: "chronik_gateway", "produce to {topic}-{partition} failed: {e}");
+                }
+                return fail(ChronikError { code: as_leader_error(e.code), ..e });
+            }
         }
     }
     BYTES_IN.with_label_values(&[topic]).inc_by(records.len() as u64);

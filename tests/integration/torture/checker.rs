@@ -48,10 +48,16 @@ pub struct Report {
     pub unseen: Anomaly,
     /// A group's committed offset that moved back.
     pub committed_backwards: Anomaly,
+    /// A send refused with UNKNOWN_SERVER_ERROR: a server-side failure that reached the
+    /// client, which gives the message up instead of retrying it.
+    pub server_errors: Anomaly,
 }
 
+/// How librdkafka describes Kafka's error -1 (UNKNOWN_SERVER_ERROR).
+const UNKNOWN_SERVER_ERROR: &str = "(Unknown broker error)";
+
 impl Report {
-    pub fn anomalies(&self) -> [(&'static str, &Anomaly); 7] {
+    pub fn anomalies(&self) -> [(&'static str, &Anomaly); 8] {
         [
             ("lost", &self.lost),
             ("duplicated", &self.duplicated),
@@ -60,6 +66,7 @@ impl Report {
             ("poll skips", &self.poll_skips),
             ("unseen", &self.unseen),
             ("committed offsets backwards", &self.committed_backwards),
+            ("unknown server errors", &self.server_errors),
         ]
     }
 
@@ -133,8 +140,11 @@ pub fn check(events: &[Event]) -> Report {
                     });
                 }
             }
-            (Op::Send { .. }, Outcome::Fail(why)) => {
+            (Op::Send { value, .. }, Outcome::Fail(why)) => {
                 r.failed += 1;
+                if why.contains(UNKNOWN_SERVER_ERROR) {
+                    r.server_errors.add(|| format!("{value:?} by {}: {why}", e.process));
+                }
                 *r.fail_reasons.entry(why.clone()).or_default() += 1;
             }
             (Op::Send { .. }, Outcome::Info(why)) => {
@@ -233,6 +243,8 @@ mod tests {
         h.extend([read("dup", 0, 1, 1), read("dup", 0, 2, 1), read("dup", 0, 1, 1), read("x", 0, 5, 1)]);
         h.push(ev("g", Outcome::Ok, Op::Committed { group: "g".into(), partition: 0, offset: 7 }));
         h.push(ev("g", Outcome::Ok, Op::Committed { group: "g".into(), partition: 0, offset: 3 }));
+        let refused = Op::Send { value: "refused".into(), idempotent: false, partition: -1, offset: -1 };
+        h.push(ev("p1", Outcome::Fail("Message production error: Unknown (Unknown broker error)".into()), refused));
         let r = check(&h);
         assert_eq!(r.lost.count, 1, "{r}");
         assert_eq!(r.duplicated.count, 1, "{r}");
@@ -241,6 +253,7 @@ mod tests {
         assert_eq!(r.poll_skips.count, 1, "{r}");
         assert_eq!(r.unseen.count, 1, "moved was never read: {r}");
         assert_eq!(r.committed_backwards.count, 1, "{r}");
+        assert_eq!(r.server_errors.count, 1, "{r}");
         assert!(r.lost.first.as_deref().is_some_and(|e| e.contains("\"lost\"")), "{r}");
     }
 
