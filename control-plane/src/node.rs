@@ -163,7 +163,7 @@ impl ControlNodeBuilder {
         )
         .map(Arc::new)
         .map_err(ControlError::Raft)?;
-        let mut pool = PeerPool::new(cfg.cluster.network.max_message_size as usize);
+        let mut pool = PeerPool::for_config(&cfg);
         if let Some(f) = self.faults {
             pool = pool.with_faults(id, f);
         }

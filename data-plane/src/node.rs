@@ -295,8 +295,8 @@ impl DataNodeBuilder {
             partitions: RwLock::default(),
             groups: host.groups.clone(),
             pool: match self.faults {
-                Some(f) => PeerPool::new(cfg.cluster.network.max_message_size as usize).with_faults(cfg.node.id, f),
-                None => PeerPool::new(cfg.cluster.network.max_message_size as usize),
+                Some(f) => PeerPool::for_config(&cfg).with_faults(cfg.node.id, f),
+                None => PeerPool::for_config(&cfg),
             },
             reconcile_lock: Mutex::new(()),
             registered: tokio::sync::watch::channel(false).0,

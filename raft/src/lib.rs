@@ -24,6 +24,7 @@ pub mod host;
 pub mod log_store;
 pub mod network;
 pub mod observer;
+mod pipeline;
 pub mod service;
 mod snapshot_receive;
 pub mod testing;

@@ -13,10 +13,13 @@ use bytes::Bytes;
 use chronik_proto::raft::raft_service_client::RaftServiceClient;
 use chronik_proto::raft::{RaftMessage, SnapshotChunk};
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use openraft::alias::{LogIdOf, SnapshotOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
+use openraft::raft::StreamAppendResult;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
@@ -40,11 +43,27 @@ pub struct PeerPool {
     max_message_size: usize,
     /// This node's id and the test harness's fault layer, when there is one.
     faults: Option<(u64, Faults)>,
+    /// Most AppendEntries in flight to one follower of a group, when replication is pipelined
+    /// (`cluster.raft.enable_pipeline`, `max_in_flight`); `None` sends one at a time.
+    pipeline: Option<usize>,
 }
 
 impl PeerPool {
     pub fn new(max_message_size: usize) -> Self {
-        Self { channels: Arc::default(), max_message_size, faults: None }
+        Self { channels: Arc::default(), max_message_size, faults: None, pipeline: None }
+    }
+
+    /// The pool `[cluster.network]` and `[cluster.raft]` describe.
+    pub fn for_config(cfg: &chronik_shared::config::ChronikConfig) -> Self {
+        let r = &cfg.cluster.raft;
+        Self::new(cfg.cluster.network.max_message_size as usize)
+            .with_pipeline(r.enable_pipeline.then_some(usize::try_from(r.max_in_flight).unwrap_or(usize::MAX)))
+    }
+
+    /// Pipelines replication with at most `max_in_flight` AppendEntries awaiting an answer.
+    pub fn with_pipeline(mut self, max_in_flight: Option<usize>) -> Self {
+        self.pipeline = max_in_flight.map(|n| n.max(1));
+        self
     }
 
     /// Routes every message from node `me` through `faults` (test clusters only).
@@ -57,7 +76,7 @@ impl PeerPool {
         self.max_message_size
     }
 
-    fn blocked(&self, to: u64) -> bool {
+    pub(crate) fn blocked(&self, to: u64) -> bool {
         self.faults.as_ref().is_some_and(|(me, f)| f.is_blocked(*me, to))
     }
 
@@ -79,7 +98,7 @@ impl PeerPool {
         Ok(ch)
     }
 
-    fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+    pub(crate) fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
         Ok(RaftServiceClient::new(self.channel(addr)?)
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size))
@@ -101,10 +120,10 @@ impl<C> GrpcNetworkFactory<C> {
 }
 
 pub struct GrpcNetwork<C> {
-    group: String,
-    target: u64,
+    pub(crate) group: String,
+    pub(crate) target: u64,
     addr: String,
-    pool: PeerPool,
+    pub(crate) pool: PeerPool,
     chunk_size: usize,
     snapshot_timeout: Duration,
     _c: PhantomData<fn() -> C>,
@@ -130,11 +149,11 @@ where
     }
 }
 
-fn unreachable<C: openraft::RaftTypeConfig>(e: &(impl std::error::Error + 'static)) -> RPCError<C> {
+pub(crate) fn unreachable<C: openraft::RaftTypeConfig>(e: &(impl std::error::Error + 'static)) -> RPCError<C> {
     RPCError::Unreachable(Unreachable::new(e))
 }
 
-fn status_err<C: openraft::RaftTypeConfig>(s: tonic::Status) -> RPCError<C> {
+pub(crate) fn status_err<C: openraft::RaftTypeConfig>(s: tonic::Status) -> RPCError<C> {
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             RPCError::Unreachable(Unreachable::new(&s))
@@ -147,7 +166,7 @@ fn to_json<C: openraft::RaftTypeConfig, T: Serialize>(v: &T) -> Result<Bytes, RP
     serde_json::to_vec(v).map(Bytes::from).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
-fn from_json<C: openraft::RaftTypeConfig, T: DeserializeOwned>(b: &[u8]) -> Result<T, RPCError<C>> {
+pub(crate) fn from_json<C: openraft::RaftTypeConfig, T: DeserializeOwned>(b: &[u8]) -> Result<T, RPCError<C>> {
     serde_json::from_slice(b).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
@@ -165,7 +184,7 @@ where
         req
     }
 
-    fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<C>> {
+    pub(crate) fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError<C>> {
         if self.pool.blocked(self.target) {
             return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
                 "link to node {} cut by the fault layer",
@@ -174,6 +193,86 @@ where
         }
         self.pool.client(&self.addr).map_err(|e| unreachable(&e))
     }
+}
+
+impl PeerPool {
+    /// Bytes of entries one message may carry, below the gRPC limit.
+    pub(crate) fn append_budget(&self) -> usize {
+        self.max_message_size.saturating_sub(64 * 1024).max(64 * 1024)
+    }
+}
+
+impl<C> GrpcNetwork<C>
+where
+    C: EntryCodec<NodeId = u64, Node = BasicNode>,
+{
+    pub(crate) fn append_failed(&self, s: tonic::Status) -> RPCError<C> {
+        if s.code() == tonic::Code::NotFound {
+            // The follower has not created this replica yet (a new partition starts on every
+            // replica at about the same time): openraft retries, nothing failed.
+            tracing::debug!(target: "chronik_raft", group = %self.group, "AppendEntries to node {} waits for its replica: {}", self.target, s.message());
+        } else {
+            warn!(target: "chronik_raft", group = %self.group, "AppendEntries failed: node={}, error={}", self.target, s.message());
+        }
+        status_err(s)
+    }
+
+    pub(crate) fn append_done(&self, entries: usize) {
+        if entries > 0 {
+            tracing::debug!(target: "chronik_raft", group = %self.group, "AppendEntries successful: node={}, entries={}", self.target, entries);
+        } else {
+            tracing::trace!(target: "chronik_raft", group = %self.group, "Heartbeat sent to follower {}", self.target);
+        }
+    }
+}
+
+/// One message of an AppendEntries: its JSON header, its encoded entries, and the log id it
+/// continues from.
+pub(crate) struct AppendPart<C: openraft::RaftTypeConfig> {
+    pub header: Bytes,
+    pub entries: Vec<Bytes>,
+    pub prev: Option<LogIdOf<C>>,
+}
+
+/// openraft bounds an AppendEntries by entry count, not bytes: a run of large record batches
+/// would exceed the gRPC message limit. It goes as consecutive appends of at most `budget`
+/// bytes of entries (one entry at least), each continuing from the last entry of the one
+/// before.
+pub(crate) fn split_append<C>(
+    mut rpc: AppendEntriesRequest<C>,
+    budget: usize,
+) -> Result<Vec<AppendPart<C>>, RPCError<C>>
+where
+    C: EntryCodec<NodeId = u64, Node = BasicNode>,
+{
+    let entries = std::mem::take(&mut rpc.entries);
+    let mut groups: Vec<Vec<(LogIdOf<C>, Bytes)>> = vec![Vec::new()];
+    let mut size = 0usize;
+    for e in &entries {
+        let mut buf = Vec::new();
+        C::encode_entry(e, &mut buf).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if size + buf.len() > budget && groups.last().is_some_and(|g| !g.is_empty()) {
+            groups.push(Vec::new());
+            size = 0;
+        }
+        size += buf.len();
+        if let Some(g) = groups.last_mut() {
+            g.push((e.log_id(), Bytes::from(buf)));
+        }
+    }
+    let mut parts = Vec::with_capacity(groups.len());
+    let mut prev = rpc.prev_log_id.clone();
+    for group in groups {
+        let last = group.last().map(|(id, _)| id.clone()).or_else(|| prev.clone());
+        rpc.prev_log_id = prev.clone();
+        parts.push(AppendPart {
+            header: to_json(&rpc)?,
+            entries: group.into_iter().map(|(_, b)| b).collect(),
+            prev: prev.clone(),
+        });
+        prev = last;
+    }
+    Ok(parts)
 }
 
 impl<C> RaftNetworkV2<C> for GrpcNetwork<C>
@@ -185,69 +284,42 @@ where
 
     async fn append_entries(
         &mut self,
-        mut rpc: AppendEntriesRequest<C>,
+        rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        let entries = std::mem::take(&mut rpc.entries);
-        let mut encoded = Vec::with_capacity(entries.len());
-        for e in &entries {
-            let mut buf = Vec::new();
-            C::encode_entry(e, &mut buf).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-            encoded.push((e.log_id(), Bytes::from(buf)));
-        }
-        // openraft bounds a message by entry count, not bytes: a run of large record batches
-        // would exceed the gRPC message limit. Send it as consecutive appends that each fit;
-        // each one continues from the last entry of the one before.
-        let budget = self.pool.max_message_size().saturating_sub(64 * 1024).max(64 * 1024);
-        let mut groups: Vec<Vec<(LogIdOf<C>, Bytes)>> = Vec::new();
-        let mut size = 0usize;
-        for item in encoded {
-            if groups.is_empty() || (size + item.1.len() > budget && !groups.last().is_some_and(Vec::is_empty)) {
-                groups.push(Vec::new());
-                size = 0;
-            }
-            size += item.1.len();
-            if let Some(g) = groups.last_mut() {
-                g.push(item);
-            }
-        }
-        if groups.is_empty() {
-            groups.push(Vec::new());
-        }
-        let n_groups = groups.len();
-        let mut accepted_to = rpc.prev_log_id.clone();
-        for (i, group) in groups.into_iter().enumerate() {
-            let last = group.last().map(|(id, _)| id.clone());
-            let n = group.len();
-            rpc.prev_log_id = accepted_to.clone();
-            let req = self.request(to_json(&rpc)?, group.into_iter().map(|(_, b)| b).collect(), &option);
-            let resp = self.client()?.append_entries(req).await.map_err(|s| {
-                if s.code() == tonic::Code::NotFound {
-                    // The follower has not created this replica yet (a new partition starts on
-                    // every replica at about the same time): openraft retries, nothing failed.
-                    tracing::debug!(target: "chronik_raft", group = %self.group, "AppendEntries to node {} waits for its replica: {}", self.target, s.message());
-                } else {
-                    warn!(target: "chronik_raft", group = %self.group, "AppendEntries failed: node={}, error={}", self.target, s.message());
-                }
-                status_err(s)
-            })?;
+        let parts = split_append(rpc, self.pool.append_budget())?;
+        let n_parts = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let n = part.entries.len();
+            let req = self.request(part.header, part.entries, &option);
+            let resp = self.client()?.append_entries(req).await.map_err(|s| self.append_failed(s))?;
             let resp: AppendEntriesResponse<C> = from_json(&resp.into_inner().header)?;
-            if n > 0 {
-                tracing::debug!(target: "chronik_raft", group = %self.group, "AppendEntries successful: node={}, entries={}", self.target, n);
-            } else {
-                tracing::trace!(target: "chronik_raft", group = %self.group, "Heartbeat sent to follower {}", self.target);
-            }
+            self.append_done(n);
             match resp {
-                AppendEntriesResponse::Success if i + 1 < n_groups => accepted_to = last.or(accepted_to),
+                AppendEntriesResponse::Success if i + 1 < n_parts => {}
                 AppendEntriesResponse::Success => return Ok(AppendEntriesResponse::Success),
                 // A later part conflicting or stopping short: report what was accepted so far.
                 AppendEntriesResponse::Conflict if i > 0 => {
-                    return Ok(AppendEntriesResponse::PartialSuccess(accepted_to));
+                    return Ok(AppendEntriesResponse::PartialSuccess(part.prev));
                 }
                 other => return Ok(other),
             }
         }
         Ok(AppendEntriesResponse::Success)
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        match self.pool.pipeline {
+            Some(max_in_flight) => Box::pin(crate::pipeline::stream_append(self, input, option, max_in_flight)),
+            None => openraft::network::stream_append_sequential(self, input, option),
+        }
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {

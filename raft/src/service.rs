@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use chronik_proto::raft::raft_service_server::RaftService;
 use chronik_proto::raft::{GroupState, HeartbeatRequest, HeartbeatResponse, RaftMessage, SnapshotChunk};
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{StreamExt, future};
 use openraft::alias::{SnapshotMetaOf, VoteOf};
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
@@ -60,6 +62,11 @@ impl SnapshotFiles {
 /// One Raft group as the RPC server sees it.
 pub trait GroupHandler: Send + Sync + 'static {
     fn append_entries(&self, header: Bytes, entries: Vec<Bytes>) -> BoxFuture<'_, Result<Bytes, Status>>;
+    /// Pipelined AppendEntries: each `(header, entries)` of `input` answered in order.
+    fn stream_append(
+        &self,
+        input: BoxStream<'static, Result<(Bytes, Vec<Bytes>), Status>>,
+    ) -> BoxStream<'static, Result<Bytes, Status>>;
     fn vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
     fn pre_vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
     fn transfer_leader(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>>;
@@ -129,10 +136,28 @@ fn reply(header: Bytes) -> Response<RaftMessage> {
 
 #[tonic::async_trait]
 impl RaftService for RaftServiceImpl {
+    type StreamAppendStream = BoxStream<'static, Result<RaftMessage, Status>>;
+
     async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let m = request.into_inner();
         let g = self.groups.get(&m.group)?;
         Ok(reply(g.append_entries(m.header, m.entries).await?))
+    }
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        let mut input = request.into_inner();
+        // The first message names the group the whole stream is for.
+        let Some(first) = input.message().await? else {
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        };
+        let g = self.groups.get(&first.group)?;
+        let messages =
+            futures::stream::once(future::ready(Ok(first))).chain(input).map(|m| m.map(|m| (m.header, m.entries)));
+        let answers = g.stream_append(Box::pin(messages));
+        Ok(Response::new(Box::pin(answers.map(|a| a.map(|header| reply(header).into_inner())))))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -210,6 +235,20 @@ fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, Status> {
     serde_json::from_slice(b).map_err(|e| Status::invalid_argument(format!("malformed Raft message: {e}")))
 }
 
+/// An AppendEntries as it travels: JSON without entries, each entry in the group's encoding.
+fn append_request<C: EntryCodec>(header: Bytes, entries: Vec<Bytes>) -> Result<AppendEntriesRequest<C>, Status>
+where
+    AppendEntriesRequest<C>: DeserializeOwned,
+{
+    let mut rpc: AppendEntriesRequest<C> = parse(&header)?;
+    rpc.entries = entries
+        .into_iter()
+        .map(C::decode_entry)
+        .collect::<Result<_, _>>()
+        .map_err(|e| Status::invalid_argument(format!("malformed log entry: {e}")))?;
+    Ok(rpc)
+}
+
 fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("Raft group is shutting down: {e}"))
 }
@@ -222,15 +261,35 @@ where
 {
     fn append_entries(&self, header: Bytes, entries: Vec<Bytes>) -> BoxFuture<'_, Result<Bytes, Status>> {
         Box::pin(async move {
-            let mut rpc: AppendEntriesRequest<C> = parse(&header)?;
-            rpc.entries = entries
-                .into_iter()
-                .map(C::decode_entry)
-                .collect::<Result<_, _>>()
-                .map_err(|e| Status::invalid_argument(format!("malformed log entry: {e}")))?;
-            let resp = self.raft.append_entries(rpc).await.map_err(fatal)?;
+            let resp = self.raft.append_entries(append_request(header, entries)?).await.map_err(fatal)?;
             json(&resp)
         })
+    }
+
+    fn stream_append(
+        &self,
+        input: BoxStream<'static, Result<(Bytes, Vec<Bytes>), Status>>,
+    ) -> BoxStream<'static, Result<Bytes, Status>> {
+        // A message that does not decode (or a broken input) ends the requests; its error
+        // follows the answers to the requests before it.
+        let failed: Arc<Mutex<Option<Status>>> = Arc::default();
+        let slot = failed.clone();
+        let requests = input
+            .map(|m| m.and_then(|(header, entries)| append_request::<C>(header, entries)))
+            .take_while(move |r| {
+                if let Err(s) = r {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+                }
+                future::ready(r.is_ok())
+            })
+            .filter_map(|r| future::ready(r.ok()));
+        let answers = self.raft.stream_append(requests).map(|r| match r {
+            Ok(result) => json(&result),
+            Err(f) => Err(fatal(f)),
+        });
+        let tail = futures::stream::once(async move { failed.lock().unwrap_or_else(|p| p.into_inner()).take() })
+            .filter_map(|s| future::ready(s.map(Err)));
+        Box::pin(answers.chain(tail))
     }
 
     fn vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>> {

@@ -1,5 +1,6 @@
-//! The replicated control plane in-process: membership operations, a partitioned leader, and
-//! a learner catching up through a chunked snapshot with a chunk lost on the way.
+//! The replicated control plane in-process: membership operations, a partitioned leader, a
+//! learner catching up through a chunked snapshot with a chunk lost on the way, and
+//! replication with and without pipelining.
 
 mod cluster;
 mod harness;
@@ -201,10 +202,11 @@ async fn learner_catches_up_by_chunked_snapshot_despite_a_lost_chunk() {
     ctl.call(|mut k| async move { k.add_learner(MemberRequest { node_id: 4, addr: format!("127.0.0.1:{p4}") }).await })
         .await
         .expect("add learner");
-    let want = c.node(leader).state_machine().nodes().expect("nodes").len();
-    assert!(want >= 10_000);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
+        // Read again each time: the new node registering itself is one more write.
+        let want = c.node(leader).state_machine().nodes().expect("nodes").len();
+        assert!(want >= 10_000);
         let got = c.node(4).state_machine().nodes().expect("nodes").len();
         if got == want {
             break;
@@ -214,4 +216,52 @@ async fn learner_catches_up_by_chunked_snapshot_despite_a_lost_chunk() {
     }
     assert!(c.node(4).raft().metrics().borrow_watched().snapshot.is_some(), "the learner caught up without a snapshot");
     c.shutdown().await;
+}
+
+/// `cluster.raft.enable_pipeline` on (here with a window of 4) and off (the default): a burst of
+/// concurrent writes commits, and every node applies every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_writes_replicates_with_and_without_pipelining() {
+    for pipeline in [true, false] {
+        let mut c = InProcess::new();
+        let ports = three_nodes(&mut c, |cfg| {
+            cfg.cluster.raft.enable_pipeline = pipeline;
+            cfg.cluster.raft.max_in_flight = 4;
+        })
+        .await;
+        let views = wait_views(&ports, Duration::from_secs(20), |v| agreed(v, &[1, 2, 3]).is_some()).await;
+        let raft = c.node(views[0].leader.expect("leader")).raft().clone();
+        let writes = (0..200u64).map(|i| {
+            let raft = raft.clone();
+            async move {
+                raft.client_write(ControlCommand::RegisterNode(NodeRecord {
+                    node_id: 1000 + i,
+                    role: Role::Data,
+                    addr: format!("127.0.0.1:{}", 10_000 + i),
+                    rack: String::new(),
+                    draining: false,
+                    http_addr: String::new(),
+                }))
+                .await
+            }
+        });
+        for w in futures::future::join_all(writes).await {
+            w.unwrap_or_else(|e| panic!("pipeline={pipeline}: a write failed: {e}"));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let states: Vec<_> = [1u64, 2, 3]
+                .iter()
+                .map(|id| c.node(*id).state_machine().nodes().expect("nodes"))
+                .map(|nodes| nodes.into_iter().filter(|n| n.node_id >= 1000).collect::<Vec<_>>())
+                .collect();
+            if states.iter().all(|s| s.len() == 200 && *s == states[0]) {
+                break;
+            }
+            let counts: Vec<usize> = states.iter().map(Vec::len).collect();
+            assert!(Instant::now() < deadline, "pipeline={pipeline}: the nodes applied {counts:?} of 200 writes");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.shutdown().await;
+    }
 }

@@ -164,6 +164,8 @@ pub struct RaftConfig {
     pub max_payload_entries: u64,
     /// Most AppendEntries in flight per follower when pipelining.
     pub max_in_flight: u64,
+    /// Streams AppendEntries to each follower without waiting for each answer. Off by default
+    /// until measured (docs/performance.md); one append at a time batches what arrives meanwhile.
     pub enable_pipeline: bool,
     /// Log entries since the last snapshot that trigger a new one.
     pub snapshot_log_size_threshold: u64,
@@ -181,7 +183,7 @@ impl Default for RaftConfig {
             heartbeat_interval_ms: 100,
             max_payload_entries: 1000,
             max_in_flight: 1000,
-            enable_pipeline: true,
+            enable_pipeline: false,
             snapshot_log_size_threshold: 100_000,
             max_snapshot_chunk_size: 1_048_576,
             replica_lag_time_max_ms: 10_000,
