@@ -108,7 +108,7 @@ async fn duplicates_gaps_and_fenced_epochs() {
     // A gap: the leader first waits for the missing sequences (they may be on their way
     // through another gateway); once they have been missing for good, the log refuses it.
     assert_eq!(
-        raw.produce_within(topic, record_batch("x", Some((7, 0, 5))).freeze(), 30_000).await.0,
+        raw.produce_within(topic, record_batch("x", Some((7, 0, 5))).freeze(), 60_000).await.0,
         45,
         "OUT_OF_ORDER_SEQUENCE_NUMBER"
     );

@@ -33,9 +33,10 @@ const PATIENCE: Duration = Duration::from_secs(2);
 const RECHECK: Duration = Duration::from_millis(50);
 /// How long a missing sequence may keep its successors waiting (they come back through
 /// retries) before it is taken as lost: then a successor is proposed, and the state machine
-/// refuses the gap as Kafka would. Longer than a predecessor can spend in the gateway's
-/// retries (5 s on a dead leader, then a new one's election).
-const GIVE_UP: Duration = Duration::from_secs(10);
+/// refuses the gap as Kafka would, which is fatal to the producer. Longer than a predecessor
+/// can spend in the gateway's retries across faults in a row: 10 s was not (in an hour of
+/// faults, a batch held up by two data nodes cut off one after the other came too late).
+const GIVE_UP: Duration = Duration::from_secs(30);
 
 /// What this leader has proposed for one producer.
 #[derive(Clone, Copy)]

@@ -51,13 +51,18 @@ pub struct Report {
     /// A send refused with UNKNOWN_SERVER_ERROR: a server-side failure that reached the
     /// client, which gives the message up instead of retrying it.
     pub server_errors: Anomaly,
+    /// A send of the idempotent producer refused as out of order: fatal to the producer,
+    /// although it never skips a sequence (every later send fails too).
+    pub out_of_order: Anomaly,
 }
 
 /// How librdkafka describes Kafka's error -1 (UNKNOWN_SERVER_ERROR).
 const UNKNOWN_SERVER_ERROR: &str = "(Unknown broker error)";
+/// How librdkafka describes OUT_OF_ORDER_SEQUENCE_NUMBER.
+const OUT_OF_ORDER: &str = "OutOfOrderSequenceNumber";
 
 impl Report {
-    pub fn anomalies(&self) -> [(&'static str, &Anomaly); 8] {
+    pub fn anomalies(&self) -> [(&'static str, &Anomaly); 9] {
         [
             ("lost", &self.lost),
             ("duplicated", &self.duplicated),
@@ -67,6 +72,7 @@ impl Report {
             ("unseen", &self.unseen),
             ("committed offsets backwards", &self.committed_backwards),
             ("unknown server errors", &self.server_errors),
+            ("out of order", &self.out_of_order),
         ]
     }
 
@@ -144,6 +150,9 @@ pub fn check(events: &[Event]) -> Report {
                 r.failed += 1;
                 if why.contains(UNKNOWN_SERVER_ERROR) {
                     r.server_errors.add(|| format!("{value:?} by {}: {why}", e.process));
+                }
+                if why.contains(OUT_OF_ORDER) {
+                    r.out_of_order.add(|| format!("{value:?} by {} at {} ms: {why}", e.process, e.at_ms));
                 }
                 *r.fail_reasons.entry(why.clone()).or_default() += 1;
             }
@@ -244,7 +253,13 @@ mod tests {
         h.push(ev("g", Outcome::Ok, Op::Committed { group: "g".into(), partition: 0, offset: 7 }));
         h.push(ev("g", Outcome::Ok, Op::Committed { group: "g".into(), partition: 0, offset: 3 }));
         let refused = Op::Send { value: "refused".into(), idempotent: false, partition: -1, offset: -1 };
-        h.push(ev("p1", Outcome::Fail("Message production error: Unknown (Unknown broker error)".into()), refused));
+        h.push(ev(
+            "p1",
+            Outcome::Fail("Message production error: Unknown (Unknown broker error)".into()),
+            refused.clone(),
+        ));
+        let ooo = "Message production error: OutOfOrderSequenceNumber (Broker: Broker received an out of order sequence number)";
+        h.push(ev("p1", Outcome::Fail(ooo.into()), refused));
         let r = check(&h);
         assert_eq!(r.lost.count, 1, "{r}");
         assert_eq!(r.duplicated.count, 1, "{r}");
@@ -254,6 +269,7 @@ mod tests {
         assert_eq!(r.unseen.count, 1, "moved was never read: {r}");
         assert_eq!(r.committed_backwards.count, 1, "{r}");
         assert_eq!(r.server_errors.count, 1, "{r}");
+        assert_eq!(r.out_of_order.count, 1, "{r}");
         assert!(r.lost.first.as_deref().is_some_and(|e| e.contains("\"lost\"")), "{r}");
     }
 
