@@ -78,9 +78,11 @@ impl GrpcHost {
     /// Serves every added service, the Raft service, health and reflection on `listener`
     /// until stopped.
     pub fn serve(mut self, listener: TcpListener) -> GrpcServer {
-        let raft = RaftServiceServer::new(RaftServiceImpl::new(self.node_id, self.role, self.groups.clone()))
-            .max_decoding_message_size(self.max_message_size)
-            .max_encoding_message_size(self.max_message_size);
+        let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+        let raft =
+            RaftServiceServer::new(RaftServiceImpl::new(self.node_id, self.role, self.groups.clone(), stopping_rx))
+                .max_decoding_message_size(self.max_message_size)
+                .max_encoding_message_size(self.max_message_size);
         self.services.add_service(raft);
         let chronik: Vec<&'static str> = self.services.names.clone();
 
@@ -126,7 +128,7 @@ impl GrpcHost {
                 })
                 .await
         });
-        GrpcServer { stop, handle, health, services: chronik }
+        GrpcServer { stop, stopping, handle, health, services: chronik }
     }
 }
 
@@ -145,6 +147,8 @@ fn reflection(names: &[&'static str]) -> tonic_reflection::server::Builder<'stat
 /// A running gRPC server.
 pub struct GrpcServer {
     stop: tokio::sync::oneshot::Sender<()>,
+    /// Ends the pipelined replication streams peers keep open.
+    stopping: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     health: HealthReporter,
     services: Vec<&'static str>,
@@ -159,6 +163,7 @@ impl GrpcServer {
             self.health.set_service_status(name, ServingStatus::NotServing).await;
             self.health.clear_service_status(name).await;
         }
+        let _ = self.stopping.send(true);
         let _ = self.stop.send(());
         if let Ok(Err(e)) = self.handle.await {
             tracing::warn!(target: "chronik_server", "gRPC server ended with an error: {e}");

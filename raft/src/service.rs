@@ -122,11 +122,19 @@ pub struct RaftServiceImpl {
     node_id: u64,
     role: &'static str,
     groups: RaftGroups,
+    /// Turns true (or its sender goes) when the server stops: open `StreamAppend` streams
+    /// end then, else a graceful stop would wait for peers that never close them.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RaftServiceImpl {
-    pub fn new(node_id: u64, role: &'static str, groups: RaftGroups) -> Self {
-        Self { node_id, role, groups }
+    pub fn new(
+        node_id: u64,
+        role: &'static str,
+        groups: RaftGroups,
+        stopping: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        Self { node_id, role, groups, stopping }
     }
 }
 
@@ -154,10 +162,20 @@ impl RaftService for RaftServiceImpl {
             return Ok(Response::new(Box::pin(futures::stream::empty())));
         };
         let g = self.groups.get(&first.group)?;
-        let messages =
-            futures::stream::once(future::ready(Ok(first))).chain(input).map(|m| m.map(|m| (m.header, m.entries)));
+        // Both directions end at stop: openraft reads the requests on a task of its own,
+        // which holds the call open until they end.
+        let stopped = || {
+            let mut stopping = self.stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            }
+        };
+        let messages = futures::stream::once(future::ready(Ok(first)))
+            .chain(input)
+            .map(|m| m.map(|m| (m.header, m.entries)))
+            .take_until(stopped());
         let answers = g.stream_append(Box::pin(messages));
-        Ok(Response::new(Box::pin(answers.map(|a| a.map(|header| reply(header).into_inner())))))
+        Ok(Response::new(Box::pin(answers.map(|a| a.map(|header| reply(header).into_inner())).take_until(stopped()))))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -214,20 +214,22 @@ impl ControlProc {
         }
     }
 
-    /// SIGTERM and wait: a clean stop.
-    pub fn stop(&mut self) {
+    /// SIGTERM and wait: a clean stop. False when the process had to be killed after 10 s.
+    pub fn stop(&mut self) -> bool {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
-                    return;
+                    return true;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = c.kill();
             let _ = c.wait();
+            return false;
         }
+        true
     }
 
     pub fn log_text(&self) -> String {
