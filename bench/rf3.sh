@@ -39,14 +39,8 @@ start() {
   pids+=($!)
 }
 
-wait_port() {
-  for _ in $(seq 1 300); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 echo "RF=3: $runs runs, $partitions partitions, $records records, throughput $throughput, data nodes: ${data_sets[*]:-defaults}, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for run in $(seq 1 "$runs"); do

@@ -29,14 +29,8 @@ fi
 cargo build -q --release --bin chronik-server --bin chronik-bench
 bench=target/release/chronik-bench
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on $1" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # One broker, one run: produce at full speed, then read everything back.
 measure() {
