@@ -28,6 +28,7 @@ mod pipeline;
 pub mod service;
 mod snapshot_receive;
 pub mod testing;
+mod until_error;
 
 pub use codec::EntryCodec;
 pub use config::raft_config;

@@ -4,7 +4,7 @@
 //! `Raft::stream_append`), so the leader's next batch travels while the follower still writes
 //! the last one.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chronik_proto::raft::RaftMessage;
@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::codec::EntryCodec;
 use crate::network::{GrpcNetwork, from_json, split_append, status_err};
+use crate::until_error::until_error;
 
 /// The longest wait for the next answer while requests are unanswered.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,21 +38,13 @@ where
 {
     let mut client = net.client()?;
     let window = Arc::new(Semaphore::new(max_in_flight));
-    // An entry that does not encode ends the requests; its error follows the last answer.
-    let failed: Arc<Mutex<Option<RPCError<C>>>> = Arc::default();
 
     let (pool, target, group, budget) = (net.pool.clone(), net.target, net.group.clone(), net.pool.append_budget());
-    let slot = failed.clone();
     let permits = window.clone();
-    let requests = input
-        .map(move |rpc| split_append(rpc, budget))
-        .take_while(move |parts| {
-            if let Err(e) = parts {
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-            }
-            future::ready(parts.is_ok())
-        })
-        .flat_map(|parts| futures::stream::iter(parts.unwrap_or_default()))
+    // An entry that does not encode ends the requests; its error follows the last answer.
+    let (parts, failed) = until_error(input.map(move |rpc| split_append(rpc, budget)));
+    let requests = parts
+        .flat_map(futures::stream::iter)
         // The test harness's fault layer cutting the link ends the stream; the next one fails.
         .take_while(move |_| future::ready(!pool.blocked(target)))
         .then(move |part| {
@@ -88,7 +81,7 @@ where
                     }
                     // The requests ended (the session's payload went out, or an entry did not
                     // encode) and every one was answered.
-                    Ok(None) => return failed.lock().unwrap_or_else(|p| p.into_inner()).take().map(|e| (Err(e), None)),
+                    Ok(None) => return failed.take().map(|e| (Err(e), None)),
                     // Nothing awaits an answer: an idle stream is fine.
                     Err(_) if window.available_permits() >= max_in_flight => {}
                     Err(_) => {

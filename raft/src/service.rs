@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use chronik_proto::raft::raft_service_server::RaftService;
@@ -290,23 +290,14 @@ where
     ) -> BoxStream<'static, Result<Bytes, Status>> {
         // A message that does not decode (or a broken input) ends the requests; its error
         // follows the answers to the requests before it.
-        let failed: Arc<Mutex<Option<Status>>> = Arc::default();
-        let slot = failed.clone();
-        let requests = input
-            .map(|m| m.and_then(|(header, entries)| append_request::<C>(header, entries)))
-            .take_while(move |r| {
-                if let Err(s) = r {
-                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
-                }
-                future::ready(r.is_ok())
-            })
-            .filter_map(|r| future::ready(r.ok()));
+        let (requests, failed) = crate::until_error::until_error(
+            input.map(|m| m.and_then(|(header, entries)| append_request::<C>(header, entries))),
+        );
         let answers = self.raft.stream_append(requests).map(|r| match r {
             Ok(result) => json(&result),
             Err(f) => Err(fatal(f)),
         });
-        let tail = futures::stream::once(async move { failed.lock().unwrap_or_else(|p| p.into_inner()).take() })
-            .filter_map(|s| future::ready(s.map(Err)));
+        let tail = futures::stream::once(async move { failed.take() }).filter_map(|s| future::ready(s.map(Err)));
         Box::pin(answers.chain(tail))
     }
 
