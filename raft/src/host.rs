@@ -105,7 +105,7 @@ impl GrpcHost {
         }
 
         let routes = self.services.routes.routes();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = incoming(listener);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let reporter = health.clone();
         let serving = chronik.clone();
@@ -116,7 +116,6 @@ impl GrpcHost {
                 reporter.set_service_status(name, ServingStatus::Serving).await;
             }
             tonic::transport::Server::builder()
-                .tcp_nodelay(true)
                 // A peer cut off for a few seconds gives up (resets) its calls to this node;
                 // once the network heals those resets arrive in one burst, and h2's default
                 // of 20 pending resets answers it with GOAWAY "too_many_resets", failing every
@@ -134,6 +133,13 @@ impl GrpcHost {
 
 /// Reflection over the descriptors of every Chronik service, health and reflection itself,
 /// listing only `names`.
+/// The connections of `listener`, with TCP_NODELAY. `Server::tcp_nodelay` only reaches
+/// connections the server accepts itself; without it the small trailers frame of every answer
+/// waited for the peer's delayed ACK (~40 ms stalls on a quarter of all fetches).
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 fn reflection(names: &[&'static str]) -> tonic_reflection::server::Builder<'static> {
     let builder = tonic_reflection::server::Builder::configure()
         .include_reflection_service(false)
@@ -187,6 +193,17 @@ mod tests {
     use tonic_health::pb::health_client::HealthClient;
     use v1::server_reflection_request::MessageRequest;
     use v1::server_reflection_response::MessageResponse;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        use futures::StreamExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut accepted = incoming(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let conn = accepted.next().await.expect("a connection").expect("accepted");
+        assert!(conn.nodelay().expect("nodelay"), "an accepted gRPC connection waits to coalesce small writes");
+    }
 
     /// A host lists only what it serves: here no role added a service, so reflection shows
     /// Raft, health and itself, and health does not know the control or data service.
