@@ -36,6 +36,12 @@ where
     VoteOf<C>: Serialize + DeserializeOwned,
     S: futures::Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
 {
+    // openraft waits out its backoff after a failure inside the request stream, when the
+    // first request is pulled; tonic pulls it only once connected, so a peer that refuses
+    // connections would be retried in a busy loop. Pull it before connecting.
+    let mut input = input;
+    let Some(first) = input.next().await else { return Ok(Box::pin(futures::stream::empty())) };
+    let input = futures::stream::iter([first]).chain(input);
     let mut client = net.client()?;
     let window = Arc::new(Semaphore::new(max_in_flight));
 

@@ -216,8 +216,9 @@ async fn kill9_of_a_data_leader_loses_no_acknowledged_write() {
 }
 
 /// `cluster.raft.enable_pipeline`: writes acknowledged through the gateway are on all three
-/// replicas, and every data node stops on SIGTERM although its peers keep their replication
-/// streams to it open (a graceful stop used to wait for them forever).
+/// replicas, a replica that is gone is retried with backoff, and every data node stops on
+/// SIGTERM although its peers keep their replication streams to it open (a graceful stop used
+/// to wait for them forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_replication_acknowledges_writes_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -271,6 +272,22 @@ async fn pipelined_replication_acknowledges_writes_and_stops_cleanly() {
         }
         assert!(Instant::now() < deadline, "replicas did not all catch up: {md:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A replica that is gone refuses connections: its peers retry with openraft's backoff,
+    // not in a busy loop (which logged ~33,000 failed appends a second per node and took a
+    // whole core).
+    let victim = cluster.data[2].id;
+    cluster.data[2].kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failed_appends = |c: &ProcCluster| -> Vec<usize> {
+        let pattern = format!("AppendEntries failed: node={victim},");
+        c.data[..2].iter().map(|n| n.log_text().matches(pattern.as_str()).count()).collect()
+    };
+    let before = failed_appends(&cluster);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = failed_appends(&cluster);
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a - b < 1000, "{} failed appends to the stopped node {victim} logged in 3 s", a - b);
     }
     drop(producer);
     assert!(gateway.stop(), "the gateway did not stop on SIGTERM");
