@@ -74,16 +74,24 @@ impl Liveness {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned()
     }
 
-    /// What the live leader of a partition reports of it.
+    /// What the live leader of a partition reports of it. A leader killed a moment ago still
+    /// counts as live until it times out, and its last report says it leads: of several
+    /// reports the one of the highest term wins (then the newest), or producers would be sent
+    /// to the dead node until then.
     pub fn observed(&self, topic: &str, partition: u32) -> Observed {
         let map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Observed::default();
+        let mut best: Option<(u64, Instant)> = None;
         for (node, seen) in map.iter() {
             if seen.at.elapsed() >= self.timeout {
                 continue;
             }
             for r in &seen.replicas {
                 if r.topic == topic && r.partition == partition && r.is_leader {
+                    if best.is_some_and(|b| b >= (r.term, seen.at)) {
+                        continue;
+                    }
+                    best = Some((r.term, seen.at));
                     out = Observed {
                         leader: Some(*node),
                         high_watermark: r.high_watermark,
@@ -96,5 +104,37 @@ impl Liveness {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leading(term: u64, high_watermark: u64) -> Vec<ReplicaStatus> {
+        vec![ReplicaStatus {
+            topic: "t".into(),
+            partition: 0,
+            is_leader: true,
+            high_watermark,
+            term,
+            ..Default::default()
+        }]
+    }
+
+    /// A killed leader's last report ("I lead term 1") is still within the node timeout when
+    /// its successor reports term 2: the successor is the leader, whichever node id sorts first.
+    #[test]
+    fn the_report_of_the_highest_term_names_the_leader() {
+        for (old, new) in [(2, 4), (4, 2)] {
+            let l = Liveness::new(Duration::from_secs(10));
+            l.beat(old, Some(leading(1, 10)));
+            l.beat(new, Some(leading(2, 12)));
+            let o = l.observed("t", 0);
+            assert_eq!((o.leader, o.high_watermark), (Some(new), 12), "old leader {old}, new {new}");
+            // Its next heartbeat changes nothing either.
+            l.beat(old, Some(leading(1, 10)));
+            assert_eq!(l.observed("t", 0).leader, Some(new));
+        }
     }
 }

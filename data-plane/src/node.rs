@@ -76,6 +76,7 @@ impl DataInner {
                     isr: if is_leader { p.isr() } else { Vec::new() },
                     voters: members.as_ref().map(|m| m.voters.iter().copied().collect()).unwrap_or_default(),
                     learners: members.as_ref().map(|m| m.learners.iter().copied().collect()).unwrap_or_default(),
+                    term: if is_leader { p.term() } else { 0 },
                 }
             })
             .collect()

@@ -174,6 +174,11 @@ impl Partition {
             .collect()
     }
 
+    /// The Raft term this replica is in.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
+    }
+
     pub fn high_watermark(&self) -> i64 {
         *self.sm.hw.borrow()
     }
