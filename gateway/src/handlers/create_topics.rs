@@ -1,7 +1,7 @@
 //! CreateTopics: each topic is created through the control plane (partition count and
 //! replication factor -1 mean the `kafka.default_*` settings; replica assignments are chosen
 //! by the control plane, so explicit ones are refused). With a timeout, the answer waits
-//! (within it) until every new partition has a data-plane leader, so a client can produce
+//! (within four fifths of it) until every new partition has a data-plane leader, so a client can produce
 //! right after.
 
 use std::collections::HashMap;
@@ -31,7 +31,11 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: CreateTopicsReques
     for t in &req.topics {
         *counts.entry(t.name.0.to_string()).or_default() += 1;
     }
-    let wait = Duration::from_millis(req.timeout_ms.max(0) as u64).min(MAX_READY_WAIT);
+    // Clients time the whole request out after about `timeout_ms` too (librdkafka's admin
+    // client by default uses the same value): answer before then, or a large topic that is
+    // created but still electing leaders looks like a failure.
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let wait = timeout.saturating_sub(timeout / 5).min(MAX_READY_WAIT);
     let validate_only = req.validate_only;
     let results = join_all(req.topics.into_iter().map(|t| {
         let duplicate = counts.get(t.name.0.as_str()).is_some_and(|n| *n > 1);
