@@ -6,7 +6,8 @@
 #
 # Environment: PARTITIONS (6), RECORDS (200000), THROUGHPUT (-1: as fast as possible),
 # LINGER_MS (5), BATCH_SIZE (1048576). Each run starts a fresh cluster in a temporary directory
-# and prints the produce summary (MB/s, p50/p99); the last lines give min / median / max.
+# and prints the produce summary (MB/s, p50/p99) and the peak RSS of each process; the last
+# lines give min / median / max.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,44 +22,20 @@ batch=${BATCH_SIZE:-1048576}
 cargo build -q --release --bin chronik-server --bin chronik-bench
 bench=target/release/chronik-bench
 out=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-# Node N listens on 4N093 (gRPC), 4N080 (HTTP) and, for the gateway, 4N092 (Kafka).
-start() {
-  local role=$1 id=$2 dir=$3
-  shift 3
-  target/release/chronik-server "$role" --set node.id="$id" --set node.data_dir="$dir/node$id" \
-    --set listeners.grpc=127.0.0.1:4"$id"093 --set listeners.advertised_grpc=127.0.0.1:4"$id"093 \
-    --set listeners.http=127.0.0.1:4"$id"080 --set listeners.kafka=127.0.0.1:4"$id"092 \
-    "$@" >"$dir/node$id.log" 2>&1 &
-  pids+=($!)
-}
-
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+trap cleanup EXIT
 
 echo "RF=3: $runs runs, $partitions partitions, $records records, throughput $throughput, data nodes: ${data_sets[*]:-defaults}, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for run in $(seq 1 "$runs"); do
   dir=$(mktemp -d)
-  pids=()
-  start control 1 "$dir"
-  wait_port 41093
-  export CHRONIK_SEED_NODES="1@127.0.0.1:41093"
-  for id in 2 3 4; do start data "$id" "$dir" "${data_sets[@]}"; done
-  start gateway 5 "$dir"
-  unset CHRONIK_SEED_NODES
-  wait_port 45092
-  sleep 3 # the data nodes register with the control plane
+  start_cluster "$dir" "${data_sets[@]}"
   "$bench" produce --json --topic "rf3-$run" --create-topic --partitions "$partitions" --replication-factor 3 \
     --num-records "$records" --record-size 1024 --throughput "$throughput" \
     --producer-props bootstrap.servers=127.0.0.1:45092 acks=all linger.ms="$linger" batch.size="$batch" \
     >"$out/run-$run.json" 2>"$out/run-$run.err" || { tail -n 5 "$out/run-$run.err"; tail -n 20 "$dir"/node*.log; exit 1; }
-  python3 -c "import json,sys; p=json.load(open(sys.argv[1])); print(f\"run {sys.argv[2]}: {p['mb_per_sec']:.1f} MB/s, p50 {p['p50_latency_ms']:.1f} ms, p99 {p['p99_latency_ms']:.1f} ms, {p['errors']} errors\")" "$out/run-$run.json" "$run"
+  rss="gateway peak RSS $(hwm "${pids[4]}") MB, data nodes $(hwm "${pids[1]}")/$(hwm "${pids[2]}")/$(hwm "${pids[3]}") MB"
+  python3 -c "import json,sys; p=json.load(open(sys.argv[1])); print(f\"run {sys.argv[2]}: {p['mb_per_sec']:.1f} MB/s, p50 {p['p50_latency_ms']:.1f} ms, p99 {p['p99_latency_ms']:.1f} ms, {p['errors']} errors, {sys.argv[3]}\")" "$out/run-$run.json" "$run" "$rss"
   cleanup
   rm -rf "$dir"
 done
