@@ -1,8 +1,8 @@
 //! CreateTopics: each topic is created through the control plane (partition count and
 //! replication factor -1 mean the `kafka.default_*` settings; replica assignments are chosen
 //! by the control plane, so explicit ones are refused). With a timeout, the answer waits
-//! (within four fifths of it) until every new partition has a data-plane leader, so a client can produce
-//! right after.
+//! (within four fifths of it) until every new partition has a data-plane leader, so a client
+//! can produce right after.
 
 use std::collections::HashMap;
 use std::sync::Arc;
