@@ -19,9 +19,9 @@ rate=${RATE:-2000}
 kill_at=${KILL_AT:-8}
 sets=(--set cluster.raft.election_timeout_ms=200 --set cluster.raft.heartbeat_interval_ms=20
   --set cluster.heartbeat.interval_ms=100 "$@")
-cargo build -q --release --bin chronik-server --bin chronik-bench
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_release
 trap cleanup EXIT
 
 echo "failover: $runs runs, $rate records/s, kill -9 of the leader after $kill_at s, options: ${sets[*]}, load before: $(cut -d' ' -f1-3 /proc/loadavg)"

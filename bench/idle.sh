@@ -12,9 +12,9 @@ shift || true
 partitions=${PARTITIONS:-1000}
 seconds=${SECONDS_MEASURED:-20}
 settle=${SETTLE:-20}
-cargo build -q --release --bin chronik-server --bin chronik-bench
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_release
 trap cleanup EXIT
 
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -1,5 +1,10 @@
 # Shared by the bench/*.sh scripts (sourced). Paths are relative to the repository root.
 
+# The release binaries every script runs.
+build_release() {
+  cargo build -q --release --bin chronik-server --bin chronik-bench
+}
+
 # Waits up to 30 s for something to listen on 127.0.0.1:$1.
 wait_port() {
   for _ in $(seq 1 300); do

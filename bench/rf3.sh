@@ -19,11 +19,11 @@ records=${RECORDS:-200000}
 throughput=${THROUGHPUT:--1}
 linger=${LINGER_MS:-5}
 batch=${BATCH_SIZE:-1048576}
-cargo build -q --release --bin chronik-server --bin chronik-bench
 bench=target/release/chronik-bench
 out=$(mktemp -d)
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_release
 trap cleanup EXIT
 
 echo "RF=3: $runs runs, $partitions partitions, $records records, throughput $throughput, data nodes: ${data_sets[*]:-defaults}, load before: $(cut -d' ' -f1-3 /proc/loadavg)"

