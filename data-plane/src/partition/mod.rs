@@ -204,7 +204,7 @@ impl Partition {
     /// the idempotent producer is what removes such duplicates.)
     pub async fn produce(&self, batch_bytes: Bytes) -> Result<DataResponse, ChronikError> {
         let info = batch::validate(&batch_bytes)?;
-        self.disk.check()?;
+        self.disk.admit(batch_bytes.len() as u64)?;
         if batch_bytes.len() > self.max_batch_bytes {
             return Err(ChronikError::new(
                 ErrorCode::MessageTooLarge,
