@@ -78,7 +78,12 @@ impl Standalone {
         let mut gw_cfg = cfg.clone();
         gw_cfg.node.id = base_id + 2;
         gw_cfg.cluster.seed_nodes = vec![seed];
-        let gateway = Gateway::builder(gw_cfg).kafka_listener(kafka_l).start().await.map_err(|e| e.to_string())?;
+        let gateway = Gateway::builder(gw_cfg)
+            .kafka_listener(kafka_l)
+            .local_data_node(data.advertised_addr(), data.service())
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
 
         let status =
             NodeStatus::new(base_id, vec!["control", "data", "gateway"]).with_config(&cfg).with_wal_scrub(&cfg);

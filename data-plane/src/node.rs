@@ -10,7 +10,7 @@ use chronik_proto::control::{
     DecommissionNodeRequest, NodeHeartbeatRequest, NodeInfo, NodeRole, PartitionAssignment, RegisterNodeRequest,
     ReplicaStatus,
 };
-use chronik_proto::data::data_service_server::DataServiceServer;
+use chronik_proto::data::data_service_server::{DataService, DataServiceServer};
 use chronik_raft::service::RaftGroup;
 use chronik_raft::{GrpcHost, PeerPool};
 use chronik_shared::config::ChronikConfig;
@@ -193,6 +193,16 @@ impl DataNode {
 
     pub fn inner(&self) -> &Arc<DataInner> {
         &self.inner
+    }
+
+    /// The address this node registers for its gRPC services (what gateways look it up by).
+    pub fn advertised_addr(&self) -> String {
+        self.inner.cfg.listeners.advertised_grpc_addr()
+    }
+
+    /// This node's DataService, for a gateway in the same process to call without gRPC.
+    pub fn service(&self) -> Arc<dyn DataService> {
+        Arc::new(DataServiceImpl { inner: self.inner.clone() })
     }
 
     /// The Raft groups of this node's gRPC server: its partition replicas (and `__meta` in

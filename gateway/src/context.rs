@@ -1,16 +1,12 @@
 //! What every handler needs: the config, who this gateway is, the control-plane client, the
 //! metadata cache and the data-node clients.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use chronik_proto::client::{ControlClient, data_client};
-use chronik_proto::data::data_service_client::DataServiceClient;
-use chronik_shared::config::ChronikConfig;
-use chronik_shared::error::{ChronikError, ErrorCode};
-use tonic::transport::Channel;
-
+use crate::data_conn::DataClients;
 use crate::metadata_cache::MetadataCache;
+use chronik_proto::client::ControlClient;
+use chronik_shared::config::ChronikConfig;
 
 /// Room left in a gRPC message for everything around a record batch.
 const GRPC_OVERHEAD: u64 = 64 * 1024;
@@ -60,33 +56,6 @@ impl HostPort {
             return None;
         }
         Some(HostPort { host: host.to_string(), port: i32::from(port) })
-    }
-}
-
-/// gRPC clients of data nodes, one lazily connected channel per address.
-pub(crate) struct DataClients {
-    max_message_size: usize,
-    clients: Mutex<HashMap<String, DataServiceClient<Channel>>>,
-}
-
-impl DataClients {
-    pub fn new(max_message_size: usize) -> DataClients {
-        DataClients { max_message_size, clients: Mutex::default() }
-    }
-
-    pub fn get(&self, addr: &str) -> Result<DataServiceClient<Channel>, ChronikError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = data_client(addr, self.max_message_size).map_err(|s| {
-            ChronikError::new(
-                ErrorCode::Unavailable,
-                format!("data node address {addr:?} is unusable: {}", s.message()),
-            )
-        })?;
-        clients.insert(addr.to_string(), c.clone());
-        Ok(c)
     }
 }
 

@@ -6,12 +6,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chronik_proto::data::data_service_client::DataServiceClient;
 use chronik_shared::error::{ChronikError, ErrorCode};
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::context::Ctx;
+use crate::data_conn::DataConn;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(400);
@@ -32,7 +31,7 @@ pub(crate) async fn call_leader<T, F, Fut>(
     f: F,
 ) -> Result<T, ChronikError>
 where
-    F: Fn(DataServiceClient<Channel>) -> Fut,
+    F: Fn(DataConn) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
     let mut backoff = FIRST_BACKOFF;

@@ -23,6 +23,7 @@
 //! ```
 
 mod context;
+mod data_conn;
 mod error;
 mod frame;
 /// Entry points of the fuzz targets in `fuzz/`; not an API.
@@ -41,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chronik_proto::client::ControlClient;
+use chronik_proto::data::data_service_server::DataService;
 use chronik_shared::config::ChronikConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,7 +50,8 @@ use tokio::task::JoinHandle;
 
 pub use error::GatewayError;
 
-use context::{Ctx, DataClients, HostPort};
+use context::{Ctx, HostPort};
+use data_conn::DataClients;
 use metadata_cache::MetadataCache;
 use registration::Membership;
 
@@ -66,11 +69,12 @@ pub struct Gateway {
 pub struct GatewayBuilder {
     config: ChronikConfig,
     kafka_listener: Option<TcpListener>,
+    local_data_node: Option<(String, Arc<dyn DataService>)>,
 }
 
 impl Gateway {
     pub fn builder(config: ChronikConfig) -> GatewayBuilder {
-        GatewayBuilder { config, kafka_listener: None }
+        GatewayBuilder { config, kafka_listener: None, local_data_node: None }
     }
 
     /// The address the Kafka listener is bound to.
@@ -108,6 +112,13 @@ impl GatewayBuilder {
     /// port 0; standalone binds early to report port clashes before starting anything).
     pub fn kafka_listener(mut self, listener: TcpListener) -> Self {
         self.kafka_listener = Some(listener);
+        self
+    }
+
+    /// Calls the data node advertised as `addr` in-process, through `service`, instead of over
+    /// gRPC: standalone, where it runs in the same process.
+    pub fn local_data_node(mut self, addr: String, service: Arc<dyn DataService>) -> Self {
+        self.local_data_node = Some((addr, service));
         self
     }
 
@@ -151,7 +162,7 @@ impl GatewayBuilder {
             advertised: advertised_hp,
             control,
             cache: cache.clone(),
-            data: DataClients::new(max_message),
+            data: DataClients::new(max_message, self.local_data_node),
         });
 
         chronik_shared::metrics::init();

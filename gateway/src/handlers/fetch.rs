@@ -114,11 +114,7 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> F
             let timeout = max_wait + ctx.request_timeout();
             async move {
                 let result = match ctx.data.get(&addr) {
-                    Ok(mut client) => {
-                        let mut request = tonic::Request::new(data);
-                        request.set_timeout(timeout);
-                        client.fetch(request).await.map(|r| r.into_inner()).map_err(ChronikError::from)
-                    }
+                    Ok(mut conn) => conn.fetch(data, timeout).await.map(|r| r.into_inner()).map_err(ChronikError::from),
                     Err(e) => Err(e),
                 };
                 (idxs, result)
