@@ -246,6 +246,18 @@ async fn every_guide_http_command_answers_on_every_role() {
     assert_eq!((status, still["name"].as_str()), (200, Some(TOPIC)));
 
     // Performance Profiling (the gateway runs with CHRONIK_CPU_PROFILE=true; node 1 without).
+    // Samples come with CPU time (99 Hz): a gateway starved on a loaded machine may have none
+    // yet (409), and rendering the running profile is itself work that brings some.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http(gateway.http, "GET", "/admin/profile/flamegraph", Some(&operator), None).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 409, "{body}");
+        assert!(Instant::now() < deadline, "the gateway's profile never got a sample: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (status, stopped) = call(gateway.http, "POST", "/admin/profile/stop", &operator, None).await;
     assert_eq!(status, 200, "profile stop: {stopped}");
     assert_eq!(stopped["running"], false);
