@@ -15,6 +15,7 @@ use chronik_raft::service::RaftGroup;
 use chronik_raft::{GrpcHost, PeerPool};
 use chronik_shared::config::ChronikConfig;
 use chronik_shared::error::{ChronikError, ErrorCode};
+use futures::StreamExt;
 use openraft::BasicNode;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -25,6 +26,8 @@ use crate::service::DataServiceImpl;
 
 /// How many consecutive heartbeats must leave a replica out before it is deleted.
 const UNASSIGNED_STRIKES: u32 = 3;
+/// Replicas opened at the same time by one reconcile.
+const STARTS_AT_ONCE: usize = 16;
 
 pub struct DataInner {
     pub node_id: u64,
@@ -87,6 +90,7 @@ impl DataInner {
     pub async fn reconcile(&self, assignments: Vec<PartitionAssignment>, full: bool) {
         let _guard = self.reconcile_lock.lock().await;
         let wanted: HashSet<String> = assignments.iter().map(|a| group_name(&a.topic, a.partition)).collect();
+        let mut to_start = Vec::new();
         for a in assignments {
             let name = group_name(&a.topic, a.partition);
             let running = self.partitions.read().unwrap_or_else(|p| p.into_inner()).get(&name).cloned();
@@ -97,10 +101,18 @@ impl DataInner {
             if !a.replicas.contains(&self.node_id) {
                 continue; // Being moved off a node that no longer has it: nothing to start.
             }
-            if let Err(e) = self.start_replica(&a).await {
-                tracing::error!(target: "chronik_cluster", "cannot start replica {name}: {e}");
-            }
+            to_start.push(a);
         }
+        // Opening a replica waits on the disk (reading its log back after a restart, syncing
+        // a new one's files): several at once, not one after another.
+        futures::stream::iter(to_start)
+            .for_each_concurrent(STARTS_AT_ONCE, |a| async move {
+                if let Err(e) = self.start_replica(&a).await {
+                    let name = group_name(&a.topic, a.partition);
+                    tracing::error!(target: "chronik_cluster", "cannot start replica {name}: {e}");
+                }
+            })
+            .await;
         if full {
             // Deleting a replica deletes data: only after it has been missing from several
             // consecutive assignment lists, never on one answer.
@@ -407,16 +419,31 @@ async fn heartbeat_loop(inner: Arc<DataInner>) {
 /// Refuses to start on a partition log that is corrupt anywhere but its torn tail: serving
 /// around the damage could hand out wrong data, and the operator has to decide.
 fn check_partition_logs(wal_root: &std::path::Path) -> Result<(), DataError> {
-    for entry in std::fs::read_dir(wal_root)?.flatten() {
-        let path = entry.path();
-        if !path.is_dir() || entry.file_name() == "__meta" {
-            continue;
-        }
-        if let Err(e) = chronik_shared::wal::verify_path(&path) {
-            return Err(DataError::Corrupt(e.to_string()));
-        }
-    }
-    Ok(())
+    let dirs: Vec<std::path::PathBuf> = std::fs::read_dir(wal_root)?
+        .flatten()
+        .filter(|e| e.file_name() != "__meta")
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    // Reading every log back is what makes a restart over a large WAL slow: one reader per
+    // log, a few at once, keeps more of the disk busy than one after another.
+    let next = std::sync::Mutex::new(dirs.into_iter());
+    let readers = std::thread::available_parallelism().map_or(4, |n| n.get() * 2).min(8);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..readers)
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let Some(dir) = next.lock().unwrap_or_else(|p| p.into_inner()).next() else { return Ok(()) };
+                        chronik_shared::wal::verify_path(&dir).map_err(|e| DataError::Corrupt(e.to_string()))?;
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err(DataError::Corrupt("a WAL check panicked".into()))))
+    })
 }
 
 /// Applies retention to every replica on this node, one at a time, every

@@ -73,18 +73,35 @@ fn storage_error(e: impl std::fmt::Display, what: &str) -> ChronikError {
     ChronikError::new(ErrorCode::StorageError, format!("{what}: {e}"))
 }
 
+/// The replica's log and offset index, read back from `dir`.
+fn open_storage(
+    dir: &std::path::Path,
+    partition: u32,
+    wal: chronik_shared::wal::WalOptions,
+    name: &str,
+) -> Result<(WalLogStore<PartitionTypeConfig>, PartitionStateMachine), ChronikError> {
+    std::fs::create_dir_all(dir).map_err(|e| storage_error(e, &format!("creating {}", dir.display())))?;
+    let store = WalLogStore::<PartitionTypeConfig>::open(dir, partition, wal, PurgeMode::Keep)
+        .map_err(|e| storage_error(e, &format!("opening the log of {name}")))?
+        .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[name]));
+    let sm = PartitionStateMachine::open(dir, store.wal().clone())
+        .map_err(|e| storage_error(e, &format!("loading the offset index of {name}")))?
+        .with_snapshot_size(chronik_shared::metrics::RAFT_SNAPSHOT_SIZE_BYTES.with_label_values(&[name]));
+    Ok((store, sm))
+}
+
 impl Partition {
     /// Opens the replica's log and starts its Raft group (replaying the log into the index).
     pub async fn open(node_id: u64, spec: PartitionSpec) -> Result<Partition, ChronikError> {
         let name = group_name(&spec.topic, spec.partition);
-        std::fs::create_dir_all(&spec.dir)
-            .map_err(|e| storage_error(e, &format!("creating {}", spec.dir.display())))?;
-        let store = WalLogStore::<PartitionTypeConfig>::open(&spec.dir, spec.partition, spec.wal, PurgeMode::Keep)
-            .map_err(|e| storage_error(e, &format!("opening the log of {name}")))?
-            .with_append_latency(chronik_shared::metrics::RAFT_APPEND_LATENCY_MS.with_label_values(&[&name]));
-        let sm = PartitionStateMachine::open(&spec.dir, store.wal().clone())
-            .map_err(|e| storage_error(e, &format!("loading the offset index of {name}")))?
-            .with_snapshot_size(chronik_shared::metrics::RAFT_SNAPSHOT_SIZE_BYTES.with_label_values(&[&name]));
+        // Reading the log back is blocking I/O (the whole log after a restart): off the
+        // runtime's workers, so replicas open side by side and nothing else waits for them.
+        let (store, sm) = {
+            let (dir, partition, wal, group) = (spec.dir.clone(), spec.partition, spec.wal, name.clone());
+            tokio::task::spawn_blocking(move || open_storage(&dir, partition, wal, &group))
+                .await
+                .map_err(|e| ChronikError::new(ErrorCode::Internal, format!("opening the log of {name}: {e}")))??
+        };
         let max_batch_bytes = spec.pool.max_message_size().saturating_sub(64 * 1024);
         let network = GrpcNetworkFactory::<PartitionTypeConfig>::new(
             name.clone(),
@@ -99,6 +116,20 @@ impl Partition {
             .await
             .map_err(|e| ChronikError::new(ErrorCode::Unavailable, format!("starting Raft group {name}: {e}")))?;
         let observer = RaftObserver::spawn(name.clone(), &raft, spec.lag_threshold);
+        // The only voter needs nobody's vote: after a restart it leads at once instead of
+        // after an election timeout.
+        if store.has_raft_state() {
+            let loaded = raft
+                .wait(Some(Duration::from_secs(1)))
+                .metrics(|m| m.membership_config.membership().voter_ids().next().is_some(), "membership loaded")
+                .await;
+            let sole = loaded.is_ok_and(|m| {
+                m.current_leader != Some(node_id) && m.membership_config.membership().voter_ids().eq([node_id])
+            });
+            if sole && let Err(e) = raft.trigger().elect(false).await {
+                tracing::debug!(target: "chronik_raft", "partition {name}: no immediate election: {e}");
+            }
+        }
         Ok(Partition {
             topic: spec.topic,
             partition: spec.partition,
