@@ -101,14 +101,16 @@ impl DataInner {
             if !a.replicas.contains(&self.node_id) {
                 continue; // Being moved off a node that no longer has it: nothing to start.
             }
-            to_start.push(a);
+            to_start.push((name, a));
         }
+        // Started side by side, a partition listed twice would open its log twice.
+        to_start.sort_by(|x, y| x.0.cmp(&y.0));
+        to_start.dedup_by(|x, y| x.0 == y.0);
         // Opening a replica waits on the disk (reading its log back after a restart, syncing
         // a new one's files): several at once, not one after another.
         futures::stream::iter(to_start)
-            .for_each_concurrent(STARTS_AT_ONCE, |a| async move {
+            .for_each_concurrent(STARTS_AT_ONCE, |(name, a)| async move {
                 if let Err(e) = self.start_replica(&a).await {
-                    let name = group_name(&a.topic, a.partition);
                     tracing::error!(target: "chronik_cluster", "cannot start replica {name}: {e}");
                 }
             })

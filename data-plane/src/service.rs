@@ -168,7 +168,12 @@ impl DataService for DataServiceImpl {
         request: Request<ApplyAssignmentsRequest>,
     ) -> Result<Response<ApplyAssignmentsResponse>, Status> {
         let req = request.into_inner();
-        self.inner.reconcile(req.assignments, req.full).await;
+        // On its own task: a caller that gives up must not drop a replica half-started (its
+        // Raft group running, holding the log, but not registered here to be found or stopped).
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.reconcile(req.assignments, req.full).await })
+            .await
+            .map_err(|e| Status::internal(format!("applying assignments failed: {e}")))?;
         Ok(Response::new(ApplyAssignmentsResponse {}))
     }
 }
