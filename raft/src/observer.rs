@@ -53,17 +53,35 @@ impl RaftObserver {
         let mut rx = raft.metrics();
         let lag: Arc<Mutex<BTreeMap<u64, FollowerLag>>> = Arc::default();
         let shared = lag.clone();
+        let raft = raft.clone();
         let task = tokio::spawn(async move {
             let mut prev: Option<(ServerState, u64, Option<u64>)> = None;
             let mut tracker = LagTracker::new(lag_threshold);
+            let mut ticking = true;
             loop {
                 let snapshot = rx.borrow_watched().clone();
+                // A leader that is the group's only member has nobody to heartbeat and no
+                // election to fear: its timer only woke it (and this watcher) ten times a
+                // second, which with thousands of single-replica partitions kept both cores
+                // busy. The timer comes back as soon as anyone else joins.
+                let alone = alone(&snapshot);
+                if alone == ticking {
+                    ticking = !alone;
+                    raft.runtime_config().tick(ticking);
+                }
                 observe(&partition, &snapshot, &mut prev);
                 if let Some(now) = tracker.update(&partition, &snapshot) {
                     *shared.lock().unwrap_or_else(|p| p.into_inner()) = now;
                 }
                 if snapshot.state == ServerState::Shutdown {
                     break;
+                }
+                // Alone, there is no follower lag to recompute over time.
+                if alone {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                    continue;
                 }
                 tokio::select! {
                     changed = rx.changed() => { if changed.is_err() { break } }
@@ -95,6 +113,18 @@ impl RaftObserver {
         self.task.abort();
         let _ = (&mut self.task).await;
     }
+}
+
+/// Leads a group in which it is the only voter and there are no learners.
+fn alone<C>(m: &RaftMetrics<C>) -> bool
+where
+    C: RaftTypeConfig<NodeId = u64, Term = u64>,
+{
+    let membership = m.membership_config.membership();
+    m.state == ServerState::Leader
+        && m.current_leader == Some(m.id)
+        && membership.voter_ids().eq([m.id])
+        && membership.learner_ids().next().is_none()
 }
 
 /// The leader's recent log growth, to tell how long a follower has been behind.
