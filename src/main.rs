@@ -182,6 +182,9 @@ fn load(args: &RoleArgs, base: Option<ChronikConfig>) -> Result<ChronikConfig, S
     for w in warnings {
         tracing::warn!(target: "chronik_server", "config: {w}");
     }
+    if let Some(files) = chronik_shared::limits::raise_open_files() {
+        tracing::info!(target: "chronik_server", "open files limit: {files} (each partition replica keeps 2 open)");
+    }
     Ok(cfg)
 }
 

@@ -18,6 +18,7 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod profile;
 pub mod telemetry;
