@@ -20,6 +20,12 @@ pub fn channel(addr: &str) -> Result<Channel, Status> {
         .map_err(|e| Status::invalid_argument(format!("bad address {addr}: {e}")))?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
+        // A connection whose packets were dropped for a while (a node cut off) sits in TCP's
+        // retransmission backoff for many seconds after the network heals, and every call on
+        // it waits: a ping unanswered for 2 s while calls are open closes it, and the next
+        // call connects afresh.
+        .http2_keep_alive_interval(Duration::from_secs(1))
+        .keep_alive_timeout(Duration::from_secs(2))
         .connect_lazy())
 }
 
