@@ -30,12 +30,12 @@ for run in $(seq 1 "$runs"); do
   start_cluster "$dir" "${sets[@]}"
   topic="failover-$run"
   target/release/chronik-bench produce --topic "$topic" --create-topic --partitions 1 --replication-factor 3 \
-    --num-records 1 --record-size 100 --producer-props bootstrap.servers=127.0.0.1:45092 acks=all \
+    --num-records 1 --record-size 100 --producer-props bootstrap.servers=127.0.0.1:15092 acks=all \
     >/dev/null 2>"$dir/create.err" || { tail -n 5 "$dir/create.err"; exit 1; }
   records=$((rate * (kill_at + 12)))
   target/release/chronik-bench produce --topic "$topic" --num-records "$records" --record-size 1024 \
     --throughput "$rate" --reporting-interval-ms 100 \
-    --producer-props bootstrap.servers=127.0.0.1:45092 acks=all linger.ms=1 message.timeout.ms=60000 \
+    --producer-props bootstrap.servers=127.0.0.1:15092 acks=all linger.ms=1 message.timeout.ms=60000 \
     >"$dir/produce.out" 2>"$dir/produce.err" &
   producer=$!
   sleep "$kill_at"

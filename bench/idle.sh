@@ -26,7 +26,7 @@ for run in $(seq 1 "$runs"); do
   t0=$(date +%s.%N)
   target/release/chronik-bench produce --topic "idle-$run" --create-topic --partitions "$partitions" \
     --replication-factor 3 --num-records 1 --record-size 100 \
-    --producer-props bootstrap.servers=127.0.0.1:45092 acks=all >/dev/null 2>"$dir/bench.err" ||
+    --producer-props bootstrap.servers=127.0.0.1:15092 acks=all >/dev/null 2>"$dir/bench.err" ||
     { tail -n 5 "$dir/bench.err"; exit 1; }
   created=$(python3 -c "import sys,time; print(f'{time.time()-float(sys.argv[1]):.1f}')" "$t0")
   sleep "$settle"

@@ -28,29 +28,30 @@ cleanup() {
   pids=()
 }
 
-# Node N listens on 4N093 (gRPC), 4N080 (HTTP) and, for the gateway, 4N092 (Kafka); its data
+# Node N listens on 1N093 (gRPC), 1N080 (HTTP) and, for the gateway, 1N092 (Kafka), below the
+# ephemeral port range (a client's outgoing connection cannot hold them); its data
 # and log go under $3.
 start() {
   local role=$1 id=$2 dir=$3
   shift 3
   target/release/chronik-server "$role" --set node.id="$id" --set node.data_dir="$dir/node$id" \
-    --set listeners.grpc=127.0.0.1:4"$id"093 --set listeners.advertised_grpc=127.0.0.1:4"$id"093 \
-    --set listeners.http=127.0.0.1:4"$id"080 --set listeners.kafka=127.0.0.1:4"$id"092 \
+    --set listeners.grpc=127.0.0.1:1"$id"093 --set listeners.advertised_grpc=127.0.0.1:1"$id"093 \
+    --set listeners.http=127.0.0.1:1"$id"080 --set listeners.kafka=127.0.0.1:1"$id"092 \
     "$@" >"$dir/node$id.log" 2>&1 &
   pids+=($!)
 }
 
 # 1 control node, data nodes 2-4 (with the --set options given after the directory) and
-# gateway 5 (Kafka on 127.0.0.1:45092), registered and ready.
+# gateway 5 (Kafka on 127.0.0.1:15092), registered and ready.
 start_cluster() {
   local dir=$1
   shift
   start control 1 "$dir"
-  wait_port 41093
-  export CHRONIK_SEED_NODES="1@127.0.0.1:41093"
+  wait_port 11093
+  export CHRONIK_SEED_NODES="1@127.0.0.1:11093"
   for id in 2 3 4; do start data "$id" "$dir" "$@"; done
   start gateway 5 "$dir"
   unset CHRONIK_SEED_NODES
-  wait_port 45092
+  wait_port 15092
   sleep 3 # the data nodes register with the control plane
 }

@@ -32,7 +32,7 @@ for run in $(seq 1 "$runs"); do
   start_cluster "$dir" "${data_sets[@]}"
   "$bench" produce --json --topic "rf3-$run" --create-topic --partitions "$partitions" --replication-factor 3 \
     --num-records "$records" --record-size 1024 --throughput "$throughput" \
-    --producer-props bootstrap.servers=127.0.0.1:45092 acks=all linger.ms="$linger" batch.size="$batch" \
+    --producer-props bootstrap.servers=127.0.0.1:15092 acks=all linger.ms="$linger" batch.size="$batch" \
     >"$out/run-$run.json" 2>"$out/run-$run.err" || { tail -n 5 "$out/run-$run.err"; tail -n 20 "$dir"/node*.log; exit 1; }
   rss="gateway peak RSS $(hwm "${pids[4]}") MB, data nodes $(hwm "${pids[1]}")/$(hwm "${pids[2]}")/$(hwm "${pids[3]}") MB"
   python3 -c "import json,sys; p=json.load(open(sys.argv[1])); print(f\"run {sys.argv[2]}: {p['mb_per_sec']:.1f} MB/s, p50 {p['p50_latency_ms']:.1f} ms, p99 {p['p99_latency_ms']:.1f} ms, {p['errors']} errors, {sys.argv[3]}\")" "$out/run-$run.json" "$run" "$rss"
