@@ -120,11 +120,18 @@ fn alone<C>(m: &RaftMetrics<C>) -> bool
 where
     C: RaftTypeConfig<NodeId = u64, Term = u64>,
 {
-    let membership = m.membership_config.membership();
     m.state == ServerState::Leader
         && m.current_leader == Some(m.id)
-        && membership.voter_ids().eq([m.id])
-        && membership.learner_ids().next().is_none()
+        && sole_voter(m)
+        && m.membership_config.membership().learner_ids().next().is_none()
+}
+
+/// This node is the group's only voter: it needs nobody's vote to lead.
+pub fn sole_voter<C>(m: &RaftMetrics<C>) -> bool
+where
+    C: RaftTypeConfig<NodeId = u64, Term = u64>,
+{
+    m.membership_config.membership().voter_ids().eq([m.id])
 }
 
 /// The leader's recent log growth, to tell how long a follower has been behind.

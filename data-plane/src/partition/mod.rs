@@ -123,9 +123,8 @@ impl Partition {
                 .wait(Some(Duration::from_secs(1)))
                 .metrics(|m| m.membership_config.membership().voter_ids().next().is_some(), "membership loaded")
                 .await;
-            let sole = loaded.is_ok_and(|m| {
-                m.current_leader != Some(node_id) && m.membership_config.membership().voter_ids().eq([node_id])
-            });
+            let sole =
+                loaded.is_ok_and(|m| m.current_leader != Some(node_id) && chronik_raft::observer::sole_voter(&m));
             if sole && let Err(e) = raft.trigger().elect(false).await {
                 tracing::debug!(target: "chronik_raft", "partition {name}: no immediate election: {e}");
             }
