@@ -316,7 +316,7 @@ impl DataNodeBuilder {
             chronik_raft::raft_config(&cfg, openraft::SnapshotPolicy::Never).map_err(DataError::Config)?;
         let wal_root = cfg.node.data_dir.join("wal");
         std::fs::create_dir_all(&wal_root)?;
-        check_partition_logs(&wal_root)?;
+        check_partition_logs(&wal_root, !cfg.wal.verify_sealed_on_start)?;
         let inner = Arc::new(DataInner {
             node_id: cfg.node.id,
             raft_config: Arc::new(raft_config),
@@ -422,8 +422,10 @@ async fn heartbeat_loop(inner: Arc<DataInner>) {
 }
 
 /// Refuses to start on a partition log that is corrupt anywhere but its torn tail: serving
-/// around the damage could hand out wrong data, and the operator has to decide.
-fn check_partition_logs(wal_root: &std::path::Path) -> Result<(), DataError> {
+/// around the damage could hand out wrong data, and the operator has to decide. Sealed
+/// segments whose index agrees with them are not read unless `wal.verify_sealed_on_start`
+/// (the scrub and every read check their records).
+fn check_partition_logs(wal_root: &std::path::Path, trust_sealed: bool) -> Result<(), DataError> {
     let dirs: Vec<std::path::PathBuf> = std::fs::read_dir(wal_root)?
         .flatten()
         .filter(|e| e.file_name() != "__meta")
@@ -440,7 +442,8 @@ fn check_partition_logs(wal_root: &std::path::Path) -> Result<(), DataError> {
                 scope.spawn(|| {
                     loop {
                         let Some(dir) = next.lock().unwrap_or_else(|p| p.into_inner()).next() else { return Ok(()) };
-                        chronik_shared::wal::verify_path(&dir).map_err(|e| DataError::Corrupt(e.to_string()))?;
+                        chronik_shared::wal::check_before_open(&dir, trust_sealed)
+                            .map_err(|e| DataError::Corrupt(e.to_string()))?;
                     }
                 })
             })

@@ -1,6 +1,7 @@
 //! One partition replica: its openraft group over the WAL, its offset index, and the produce,
 //! fetch and list-offsets operations on it.
 
+mod checkpoint;
 mod data;
 mod membership;
 mod retention;
@@ -406,6 +407,11 @@ impl Partition {
             tracing::warn!(target: "chronik_raft", partition = %self.name, "Raft group did not stop cleanly: {e}");
         }
         self.observer.abort();
+        let sm = self.sm.clone();
+        let written = tokio::task::spawn_blocking(move || sm.write_checkpoint()).await;
+        if let Ok(Err(e)) = written {
+            tracing::warn!(target: "chronik_raft", partition = %self.name, "could not write the offset index checkpoint at stop: {e}");
+        }
         self.sm.data.close();
     }
 }

@@ -2,7 +2,8 @@
 //! and keeps the index from offsets to log entries that fetch reads through.
 //!
 //! The data itself stays in the Raft log (the WAL, see `data.rs`). On start the index comes
-//! from the latest snapshot and openraft applies the rest of the log again. A snapshot is the
+//! from the newer of the latest snapshot and the checkpoint (`checkpoint.rs`), and openraft
+//! applies the rest of the log again. A snapshot is the
 //! index plus hard links to the segments it points into, so a follower that missed entries
 //! retention has since deleted receives them with it.
 
@@ -18,6 +19,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use tokio::sync::watch;
 
+use super::checkpoint::Checkpointer;
 use super::data::PartitionData;
 use crate::batch::{self, BatchInfo};
 use crate::types::{DataCommand, DataResponse, PartitionTypeConfig};
@@ -151,11 +153,13 @@ pub struct PartitionStateMachine {
     /// `chronik_raft_snapshot_size_bytes` of this partition: the current snapshot's files (its
     /// index and the segment prefixes it links), as streamed to a follower.
     snapshot_size: Option<chronik_shared::metrics::IntGauge>,
+    checkpoint: Checkpointer,
 }
 
 impl PartitionStateMachine {
     /// Opens the state machine of the partition in `dir` whose log is `wal`: the index of the
-    /// latest snapshot, if any, trimmed to the entries still stored. openraft replays the rest.
+    /// latest snapshot or of the checkpoint, whichever is newer and fits the log, trimmed to the
+    /// entries still stored. openraft replays the rest.
     pub fn open(dir: &std::path::Path, wal: chronik_shared::wal::Wal) -> io::Result<Self> {
         let snapshot_dir = dir.join("snapshots");
         let current_path = snapshot_dir.join(CURRENT);
@@ -172,7 +176,16 @@ impl PartitionStateMachine {
             }
         };
         let data = PartitionData::open(dir, wal, index.archive.as_deref())?;
-        let mut index = index;
+        let checkpoint = Checkpointer::new(dir, data.wal().options().segment_bytes);
+        // A snapshot installed or retention run after the checkpoint was written makes it stale.
+        let newer = checkpoint.read().filter(|c| c.applied > index.applied && c.archive == index.archive);
+        let mut index = match newer {
+            Some(c) if applied_entry_is_stored(&data, &c) => {
+                tracing::info!(target: "chronik_raft", "Offset index checkpoint through log index {} loaded from {}", c.applied.map_or(0, |l| l.index), dir.display());
+                c
+            }
+            _ => index,
+        };
         if let Some(first) = data.first_id() {
             index.trim_below(first);
         }
@@ -185,7 +198,14 @@ impl PartitionStateMachine {
             data,
             retain_from: Arc::default(),
             snapshot_size: None,
+            checkpoint,
         })
+    }
+
+    /// Writes the offset index checkpoint now (a clean stop: the next start replays nothing).
+    pub fn write_checkpoint(&self) -> io::Result<()> {
+        let index = self.lock().clone();
+        self.checkpoint.write_now(&index)
     }
 
     /// Reports the size of the current snapshot (if any) and of every later one to `gauge`.
@@ -239,8 +259,12 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     where
         Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
     {
+        let mut applied_bytes = 0u64;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
+            if let EntryPayload::Normal(DataCommand::Append { batch }) = &entry.payload {
+                applied_bytes += batch.len() as u64;
+            }
             let resp = {
                 let mut idx = self.lock();
                 idx.applied = Some(entry.log_id);
@@ -317,6 +341,11 @@ impl RaftStateMachine<C> for PartitionStateMachine {
             if let Some(r) = responder {
                 r.send(resp);
             }
+        }
+        let batches = self.lock().batches.len();
+        if self.checkpoint.due(applied_bytes, batches) {
+            let index = self.lock().clone();
+            self.checkpoint.write_in_background(index);
         }
         Ok(())
     }
@@ -421,6 +450,24 @@ impl PartitionStateMachine {
         self.data.retire(replaced, last)?;
         tracing::info!(target: "chronik_raft", "Installed a partition snapshot through log index {last} ({} segment file(s))", segments.len());
         Ok(())
+    }
+}
+
+/// Whether the log holds the entry a checkpoint was applied through, as the checkpoint saw it
+/// (a checkpoint may be ahead of a log whose tail was lost, e.g. a leader's unsynced entries).
+fn applied_entry_is_stored(data: &PartitionData, checkpoint: &PartitionIndex) -> bool {
+    use chronik_raft::codec::EntryCodec;
+    let Some(applied) = checkpoint.applied else { return false };
+    match data.read(applied.index, applied.index) {
+        Ok(entries) => match entries.into_iter().next() {
+            Some((_, bytes)) => C::decode_entry(bytes).is_ok_and(|e| e.log_id == applied),
+            // Below the first stored entry: retention removed it, the checkpoint is trimmed.
+            None => data.first_id().is_some_and(|first| applied.index < first),
+        },
+        Err(e) => {
+            tracing::warn!(target: "chronik_raft", "checking the offset index checkpoint against the log: {e}");
+            false
+        }
     }
 }
 

@@ -317,6 +317,10 @@ pub struct WalConfig {
     /// Produce is refused with KAFKA_STORAGE_ERROR while the data directory's file system has
     /// less than this many bytes free (0 turns the guard off).
     pub min_free_bytes: u64,
+    /// Read every sealed segment and check each record's CRC32C before serving. Off, a sealed
+    /// segment whose index (written when it was sealed) agrees with the file is not read at
+    /// start, so restarts do not grow with the WAL; the scrub and every read check its records.
+    pub verify_sealed_on_start: bool,
 }
 
 impl Default for WalConfig {
@@ -327,6 +331,7 @@ impl Default for WalConfig {
             linger_us: 2000,
             scrub_interval_secs: 3600,
             min_free_bytes: 64 * 1024 * 1024,
+            verify_sealed_on_start: false,
         }
     }
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::flusher::{Callback, Flusher, Pending, SegFile};
 use super::format::{self, FRAME_HEADER_LEN, MAX_PAYLOAD};
 use super::recovery;
+use super::sealed;
 use super::segment::{Segment, create_segment, flush_buf, lock_dir, open_segment, read_frames};
 use super::{RecoveryReport, SegmentInfo, WalError, WalOptions};
 
@@ -78,7 +79,7 @@ impl Wal {
         let lock_file = lock_dir(dir, stream)?;
 
         let files: Vec<_> = recovery::list_segment_files(dir)?.into_iter().filter(|f| f.stream == stream).collect();
-        let mut scan = recovery::scan_stream(&files, true, true)?;
+        let mut scan = recovery::scan_stream(&files, true, true, !opts.verify_sealed_on_start)?;
         if let (Some(tail), Some(last)) = (&scan.torn, scan.segments.last_mut()) {
             recovery::repair_torn_tail(tail, stream, last)?;
         }
@@ -93,6 +94,11 @@ impl Wal {
                 continue;
             }
             segments.push(open_segment(seg)?);
+        }
+        // The active segment grows again, so an index left from a roll that did not finish
+        // would describe it wrongly.
+        if let Some(active) = segments.last() {
+            sealed::remove(&active.file.path);
         }
         if segments.is_empty() {
             segments.push(create_segment(dir, stream, 1, &flusher)?);
@@ -241,6 +247,7 @@ impl Wal {
         let mut removed_any = false;
         while st.segments.len() > k + 1 {
             let Some(seg) = st.segments.last() else { break };
+            sealed::remove(&seg.file.path);
             fs::remove_file(&seg.file.path).map_err(|e| WalError::io(&seg.file.path, "remove", e))?;
             st.segments.pop();
             removed_any = true;
@@ -254,6 +261,7 @@ impl Wal {
             return Ok(());
         };
         let file = Arc::clone(&seg.file);
+        sealed::remove(&file.path);
         file.file.set_len(cut).map_err(|e| WalError::io(&file.path, "truncate", e))?;
         seg.ids.truncate(idx);
         seg.positions.truncate(idx);
@@ -283,6 +291,7 @@ impl Wal {
         // leaves a log that merely starts later.
         let mut freed = 0;
         for seg in &removed {
+            sealed::remove(&seg.file.path);
             fs::remove_file(&seg.file.path).map_err(|e| WalError::io(&seg.file.path, "remove", e))?;
             freed += seg.size;
         }
@@ -412,12 +421,14 @@ impl Inner {
         let seq = old.seq + 1;
         let file = Arc::clone(&old.file);
         self.flusher.guarded_sync(&file.path, "fdatasync", || file.file.sync_data())?;
+        sealed::write(old);
         let seg = create_segment(&self.dir, self.stream, seq, &self.flusher)?;
         st.segments.push(seg);
         self.sync_dir()
     }
 
     fn undo(&self, st: &mut State, undo: &Undo) {
+        let rolled = st.segments.len() > undo.segments;
         while st.segments.len() > undo.segments {
             let Some(seg) = st.segments.pop() else { break };
             if let Err(e) = fs::remove_file(&seg.file.path) {
@@ -431,6 +442,9 @@ impl Inner {
         let Some(seg) = st.segments.last_mut() else {
             return;
         };
+        if rolled {
+            sealed::remove(&seg.file.path);
+        }
         seg.ids.truncate(undo.records);
         seg.positions.truncate(undo.records);
         seg.size = undo.size;

@@ -11,6 +11,8 @@
 //!   from corruption (an error naming file and byte, never skipped).
 //! - `log.rs`: the live log: appends under a lock with `pwrite`, reads, segment rolling, Raft
 //!   conflict truncation and purging.
+//! - `sealed.rs`: the index written next to a segment when it is sealed, so a restart need not
+//!   read the segment to know its records.
 //! - `segment.rs`: one live segment (its id -> position index) and the file operations on it.
 //! - `flusher.rs`: the per-log flusher thread that turns writes into durable writes (group commit)
 //!   and completes `on_durable` callbacks in append order; an fsync error fail-stops the log.
@@ -26,6 +28,7 @@ mod format;
 mod log;
 mod recovery;
 mod scrub;
+mod sealed;
 mod segment;
 mod space;
 mod tools;
@@ -38,7 +41,9 @@ pub use format::segment_file_name;
 pub use log::Wal;
 pub use scrub::Scrubber;
 pub use space::DiskGuard;
-pub use tools::{SegmentStats, VerifiedFile, VerifyReport, WalStats, dump_path, stats_path, verify_path};
+pub use tools::{
+    SegmentStats, VerifiedFile, VerifyReport, WalStats, check_before_open, dump_path, stats_path, verify_path,
+};
 
 use std::fmt;
 use std::io;
@@ -123,11 +128,19 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// How long the `High` profile holds the first pending append to gather more; ignored otherwise.
     pub linger: Duration,
+    /// Read every sealed segment at open, even one whose index agrees with it
+    /// (`wal.verify_sealed_on_start`).
+    pub verify_sealed_on_start: bool,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        Self { profile: WalProfile::Medium, segment_bytes: 64 * 1024 * 1024, linger: Duration::from_millis(2) }
+        Self {
+            profile: WalProfile::Medium,
+            segment_bytes: 64 * 1024 * 1024,
+            linger: Duration::from_millis(2),
+            verify_sealed_on_start: false,
+        }
     }
 }
 
@@ -138,6 +151,7 @@ impl WalOptions {
             profile: config.profile,
             segment_bytes: config.segment_bytes,
             linger: Duration::from_micros(config.linger_us),
+            verify_sealed_on_start: config.verify_sealed_on_start,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, FRAME_HEADER_LEN, Frame, FrameReader, HEADER_LEN, Header, Resync, find_valid_frame};
+use super::sealed;
 use super::{TruncatedTail, WalError};
 
 /// A segment file found in a WAL directory.
@@ -154,11 +155,13 @@ pub(crate) struct StreamScan {
 
 /// Scans `files` (one stream, ascending seq). A torn tail of the last file is reported (if
 /// `tail_may_be_torn`: the last file is the stream's newest), any other damage is `Corrupt`.
-/// Nothing is modified.
+/// With `trust_sealed`, a segment before the last one whose index (`sealed.rs`) agrees with it
+/// is taken from the index, unread. Nothing is modified.
 pub(crate) fn scan_stream(
     files: &[SegmentFile],
     check_stream: bool,
     tail_may_be_torn: bool,
+    trust_sealed: bool,
 ) -> Result<StreamScan, WalError> {
     let mut segments: Vec<ScannedSegment> = Vec::with_capacity(files.len());
     let mut torn = None;
@@ -166,7 +169,13 @@ pub(crate) fn scan_stream(
     for (i, file) in files.iter().enumerate() {
         let is_last = i + 1 == files.len() && tail_may_be_torn;
         let stream = check_stream.then_some(file.stream);
-        let seg = scan_segment(&file.path, file.seq, stream, last_id)?;
+        let indexed = (trust_sealed && check_stream && i + 1 < files.len())
+            .then(|| sealed::load(&file.path, file.seq, file.stream, last_id))
+            .flatten();
+        let seg = match indexed {
+            Some(seg) => seg,
+            None => scan_segment(&file.path, file.seq, stream, last_id)?,
+        };
         if let Some(d) = &seg.damage {
             if !is_last {
                 return Err(WalError::corrupt(

@@ -105,13 +105,29 @@ fn target(path: &Path) -> Result<Target, WalError> {
     Ok(Target { groups, tail_may_be_torn })
 }
 
+/// What a node reads of the log directory `dir` before it serves: what [`Wal::open`] will,
+/// without repairing anything. With `trust_sealed`, sealed segments whose index agrees with them
+/// are not read (the scrub and every read check their records).
+///
+/// [`Wal::open`]: super::Wal::open
+pub fn check_before_open(dir: &Path, trust_sealed: bool) -> Result<(), WalError> {
+    let mut streams: BTreeMap<u32, Vec<SegmentFile>> = BTreeMap::new();
+    for f in recovery::list_segment_files(dir)? {
+        streams.entry(f.stream).or_default().push(f);
+    }
+    for files in streams.values() {
+        recovery::scan_stream(files, true, true, trust_sealed)?;
+    }
+    Ok(())
+}
+
 /// Checks every record's frame and CRC, and that ids increase. `Err(Corrupt)` names the first
 /// damage that is not a torn tail of a stream's newest segment.
 pub fn verify_path(path: &Path) -> Result<VerifyReport, WalError> {
     let target = target(path)?;
     let mut report = VerifyReport { files: Vec::new(), records: 0, bytes: 0, torn_tails: Vec::new() };
     for (stream, files) in &target.groups {
-        let scan = recovery::scan_stream(files, stream.is_some(), target.tail_may_be_torn)?;
+        let scan = recovery::scan_stream(files, stream.is_some(), target.tail_may_be_torn, false)?;
         for (file, seg) in files.iter().zip(&scan.segments) {
             report.records += seg.ids.len() as u64;
             report.bytes += seg.file_len;

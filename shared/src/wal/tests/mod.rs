@@ -11,9 +11,10 @@ use bytes::Bytes;
 use super::*;
 
 mod recovery;
+mod sealed;
 
 pub(super) fn opts(profile: WalProfile, segment_bytes: u64) -> WalOptions {
-    WalOptions { profile, segment_bytes, linger: Duration::from_millis(2) }
+    WalOptions { profile, segment_bytes, linger: Duration::from_millis(2), ..WalOptions::default() }
 }
 
 /// Payloads of varying length (0..40 bytes), content tied to the id.
@@ -231,7 +232,7 @@ fn low_profile_syncs_every_append() {
 fn high_profile_lingers_to_batch() {
     let dir = tempfile::tempdir().unwrap();
     let linger = Duration::from_millis(200);
-    let o = WalOptions { profile: WalProfile::High, segment_bytes: 1 << 20, linger };
+    let o = WalOptions { profile: WalProfile::High, segment_bytes: 1 << 20, linger, ..WalOptions::default() };
     let (wal, _) = Wal::open(dir.path(), 1, o).unwrap();
     let before = wal.sync_count();
     let (tx, rx) = mpsc::channel();
@@ -336,7 +337,12 @@ fn purge_before_deletes_whole_old_segments_only() {
 #[test]
 fn fail_stop_fails_pending_and_later_appends() {
     let dir = tempfile::tempdir().unwrap();
-    let o = WalOptions { profile: WalProfile::High, segment_bytes: 1 << 20, linger: Duration::from_secs(30) };
+    let o = WalOptions {
+        profile: WalProfile::High,
+        segment_bytes: 1 << 20,
+        linger: Duration::from_secs(30),
+        ..WalOptions::default()
+    };
     let (wal, _) = Wal::open(dir.path(), 0, o).unwrap();
     let (tx, rx) = mpsc::channel();
     wal.append(records(1..3), Box::new(move |r| tx.send(r).unwrap())).unwrap();
@@ -352,7 +358,12 @@ fn fail_stop_fails_pending_and_later_appends() {
 #[test]
 fn close_and_drop_complete_pending_callbacks() {
     let dir = tempfile::tempdir().unwrap();
-    let o = WalOptions { profile: WalProfile::High, segment_bytes: 1 << 20, linger: Duration::from_secs(30) };
+    let o = WalOptions {
+        profile: WalProfile::High,
+        segment_bytes: 1 << 20,
+        linger: Duration::from_secs(30),
+        ..WalOptions::default()
+    };
     let (wal, _) = Wal::open(dir.path(), 0, o.clone()).unwrap();
     let (tx, rx) = mpsc::channel();
     wal.append(records(1..3), Box::new(move |r| tx.send(r.is_ok()).unwrap())).unwrap();
