@@ -3,8 +3,9 @@
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
 /// Raises the soft limit on open files to the hard one and returns the limit in force (None:
-/// unlimited or unreadable). Every partition replica keeps its log's lock file and active
-/// segment open, so the usual soft limit of 1,024 would stop a data node near 500 replicas
+/// unlimited or unreadable). Every partition replica keeps its log's segments open (one, while
+/// it holds less than `wal.segment_bytes`), so the usual soft limit of 1,024 would stop a data
+/// node near 1,000 replicas
 /// with "Too many open files" while the hard limit (often 500,000+) allows far more.
 pub fn raise_open_files() -> Option<u64> {
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);

@@ -16,7 +16,7 @@ use super::flusher::{Callback, Flusher, Pending, SegFile};
 use super::format::{self, FRAME_HEADER_LEN, MAX_PAYLOAD};
 use super::recovery;
 use super::sealed;
-use super::segment::{Segment, create_segment, flush_buf, lock_dir, open_segment, read_frames};
+use super::segment::{Segment, create_segment, flush_buf, open_locked, open_segment, read_frames};
 use super::{RecoveryReport, SegmentInfo, WalError, WalOptions};
 
 /// A segmented write-ahead log for one stream. Cloning is cheap; all clones are the same log.
@@ -32,8 +32,6 @@ struct Inner {
     state: RwLock<State>,
     flusher: Arc<Flusher>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    /// `flock`ed while open, so two processes (or two opens in one) cannot interleave writes.
-    lock_file: Mutex<Option<File>>,
 }
 
 struct State {
@@ -76,9 +74,10 @@ impl Wal {
                 recovery::sync_dir(parent)?;
             }
         }
-        let lock_file = lock_dir(dir, stream)?;
-
         let files: Vec<_> = recovery::list_segment_files(dir)?.into_iter().filter(|f| f.stream == stream).collect();
+        // Locked before anything is read or repaired: a log open elsewhere is not ours to touch.
+        let mut handles =
+            files.iter().map(|f| open_locked(dir, &f.path)).collect::<Result<Vec<File>, WalError>>()?.into_iter();
         let mut scan = recovery::scan_stream(&files, true, true, !opts.verify_sealed_on_start)?;
         if let (Some(tail), Some(last)) = (&scan.torn, scan.segments.last_mut()) {
             recovery::repair_torn_tail(tail, stream, last)?;
@@ -88,12 +87,13 @@ impl Wal {
         let mut segments = Vec::with_capacity(scan.segments.len());
         let count = scan.segments.len();
         for (i, seg) in scan.segments.into_iter().enumerate() {
+            let Some(file) = handles.next() else { break };
             if seg.ids.is_empty() && i + 1 < count {
                 // Holds nothing; dropping it keeps "only the last segment is empty" true.
                 fs::remove_file(&seg.path).map_err(|e| WalError::io(&seg.path, "remove", e))?;
                 continue;
             }
-            segments.push(open_segment(seg)?);
+            segments.push(open_segment(seg, file));
         }
         // The active segment grows again, so an index left from a roll that did not finish
         // would describe it wrongly.
@@ -120,7 +120,6 @@ impl Wal {
             state: RwLock::new(State { segments, closed: false }),
             flusher,
             thread: Mutex::new(Some(thread)),
-            lock_file: Mutex::new(Some(lock_file)),
         };
         Ok((Wal { inner: Arc::new(inner) }, report))
     }
@@ -360,7 +359,7 @@ impl Wal {
     }
 
     /// Stops the flusher after it has completed every pending callback, and releases the
-    /// directory lock. Later appends, reads and truncations return [`WalError::Closed`].
+    /// segment locks. Later appends, reads and truncations return [`WalError::Closed`].
     pub fn close(&self) {
         self.inner.close();
     }
@@ -473,7 +472,11 @@ impl Inner {
                 tracing::error!(dir = %self.dir.display(), "WAL flusher thread panicked");
             }
         }
-        self.lock_file.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Handles to the files may outlive the log (a reader's, a pending callback's); the
+        // locks must not.
+        for seg in &self.read_state().segments {
+            let _ = seg.file.file.unlock();
+        }
     }
 }
 

@@ -216,7 +216,7 @@ pub enum WalError {
     #[error("record {id} has a {len}-byte payload; a WAL record holds at most {max} bytes")]
     RecordTooLarge { id: u64, len: usize, max: u64 },
     #[error(
-        "WAL {} is already open (lock {} is held by this or another process); \
+        "WAL {} is already open (its segment {} is locked by this or another process); \
          stop the other chronik-server using this data directory",
         dir.display(),
         lock.display()

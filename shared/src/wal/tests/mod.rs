@@ -373,6 +373,9 @@ fn close_and_drop_complete_pending_callbacks() {
     let (wal, _) = Wal::open(dir.path(), 0, o.clone()).unwrap();
     let again = Wal::open(dir.path(), 0, o.clone()).unwrap_err();
     assert!(matches!(again, WalError::Locked { .. }), "{again}");
+    // The segments themselves are locked: a log needs no descriptor beyond them.
+    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(names.iter().all(|n| n.to_string_lossy().ends_with(".log")), "{names:?}");
     // Another stream in the same directory is another log.
     let (other, _) = Wal::open(dir.path(), 1, o.clone()).unwrap();
     assert_eq!(other.last_id(), None);
@@ -424,4 +427,19 @@ fn disk_full_is_recognised() {
     let other = WalError::Io { path: PathBuf::from("/x"), op: "write", source: std::io::Error::from_raw_os_error(5) };
     assert!(!other.is_disk_full());
     assert!(WalError::Failed("fdatasync of x failed: No space left on device (os error 28)".into()).is_disk_full());
+}
+
+#[test]
+fn every_held_segment_is_locked_until_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), 0, opts(WalProfile::Medium, 200)).unwrap();
+    append_wait(&wal, records(1..40)).unwrap();
+    assert!(wal.segments().len() >= 3);
+    // The first segment it tries is held: the open fails before reading or repairing anything.
+    let err = Wal::open(dir.path(), 0, opts(WalProfile::Medium, 200)).unwrap_err();
+    assert!(matches!(&err, WalError::Locked { lock, .. } if *lock == wal.segments()[0].path), "{err}");
+    wal.close();
+    let (wal, report) = Wal::open(dir.path(), 0, opts(WalProfile::Medium, 200)).unwrap();
+    assert_eq!(report.records, 39);
+    assert_reads(&wal, 1..40);
 }
