@@ -7,13 +7,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chronik_proto::control::ReplicaStatus;
 
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub at: Instant,
+#[derive(Debug)]
+struct Seen {
+    at: Instant,
     /// Start of the current run of heartbeats (reset when the node was considered dead).
-    pub since: Instant,
-    pub wall_ms: u64,
-    pub replicas: Vec<ReplicaStatus>,
+    since: Instant,
+    wall_ms: u64,
+    /// The node's last replica report by topic, then partition: looked up for every partition
+    /// of every metadata answer, so with 10,000 partitions a scan (or a copy) per lookup
+    /// kept a core busy.
+    replicas: HashMap<String, HashMap<u32, ReplicaStatus>>,
+}
+
+impl Seen {
+    fn replica(&self, topic: &str, partition: u32) -> Option<&ReplicaStatus> {
+        self.replicas.get(topic).and_then(|t| t.get(&partition))
+    }
 }
 
 /// A partition as its leader reports it.
@@ -43,35 +52,52 @@ impl Liveness {
         let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let mut map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let entry = map.entry(node_id).or_insert_with(|| Seen { at: now, since: now, wall_ms, replicas: Vec::new() });
+        let entry =
+            map.entry(node_id).or_insert_with(|| Seen { at: now, since: now, wall_ms, replicas: HashMap::new() });
         if entry.at.elapsed() >= self.timeout {
             entry.since = now;
         }
         entry.at = now;
         entry.wall_ms = wall_ms;
-        if let Some(r) = replicas {
-            entry.replicas = r;
+        if let Some(report) = replicas {
+            let mut by_topic: HashMap<String, HashMap<u32, ReplicaStatus>> = HashMap::new();
+            for r in report {
+                match by_topic.get_mut(&r.topic) {
+                    Some(t) => {
+                        t.insert(r.partition, r);
+                    }
+                    None => {
+                        by_topic.entry(r.topic.clone()).or_default().insert(r.partition, r);
+                    }
+                }
+            }
+            entry.replicas = by_topic;
         }
+    }
+
+    /// Reads node `node_id`'s entry if it is live.
+    fn live<T>(&self, node_id: u64, f: impl FnOnce(&Seen) -> T) -> Option<T> {
+        let map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&node_id).filter(|s| s.at.elapsed() < self.timeout).map(f)
     }
 
     /// Whether live node `node_id` reported running a replica of the partition.
     pub fn hosts(&self, node_id: u64, topic: &str, partition: u32) -> bool {
-        self.get(node_id).is_some_and(|s| {
-            s.at.elapsed() < self.timeout && s.replicas.iter().any(|r| r.topic == topic && r.partition == partition)
-        })
+        self.live(node_id, |s| s.replica(topic, partition).is_some()).unwrap_or(false)
     }
 
     pub fn is_alive(&self, node_id: u64) -> bool {
-        self.get(node_id).is_some_and(|s| s.at.elapsed() < self.timeout)
+        self.live(node_id, |_| ()).is_some()
     }
 
     /// Alive, and without interruption for at least `grace` (not just restarted).
     pub fn alive_for(&self, node_id: u64, grace: Duration) -> bool {
-        self.get(node_id).is_some_and(|s| s.at.elapsed() < self.timeout && s.since.elapsed() >= grace)
+        self.live(node_id, |s| s.since.elapsed() >= grace).unwrap_or(false)
     }
 
-    pub fn get(&self, node_id: u64) -> Option<Seen> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&node_id).cloned()
+    /// Wall-clock time of the node's last heartbeat (alive or not), ms since the epoch.
+    pub fn last_heartbeat_ms(&self, node_id: u64) -> Option<u64> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).get(&node_id).map(|s| s.wall_ms)
     }
 
     /// What the live leader of a partition reports of it. A leader killed a moment ago still
@@ -86,22 +112,19 @@ impl Liveness {
             if seen.at.elapsed() >= self.timeout {
                 continue;
             }
-            for r in &seen.replicas {
-                if r.topic == topic && r.partition == partition && r.is_leader {
-                    if best.is_some_and(|b| b >= (r.term, seen.at)) {
-                        continue;
-                    }
-                    best = Some((r.term, seen.at));
-                    out = Observed {
-                        leader: Some(*node),
-                        high_watermark: r.high_watermark,
-                        log_start_offset: r.log_start_offset,
-                        isr: r.isr.clone(),
-                        voters: r.voters.clone(),
-                        learners: r.learners.clone(),
-                    };
-                }
+            let Some(r) = seen.replica(topic, partition).filter(|r| r.is_leader) else { continue };
+            if best.is_some_and(|b| b >= (r.term, seen.at)) {
+                continue;
             }
+            best = Some((r.term, seen.at));
+            out = Observed {
+                leader: Some(*node),
+                high_watermark: r.high_watermark,
+                log_start_offset: r.log_start_offset,
+                isr: r.isr.clone(),
+                voters: r.voters.clone(),
+                learners: r.learners.clone(),
+            };
         }
         out
     }

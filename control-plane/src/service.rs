@@ -190,7 +190,6 @@ impl ControlServiceImpl {
     }
 
     fn node_info(&self, n: &NodeRecord) -> NodeInfo {
-        let seen = self.liveness.get(n.node_id);
         NodeInfo {
             node_id: n.node_id,
             role: match n.role {
@@ -201,7 +200,7 @@ impl ControlServiceImpl {
             addr: n.addr.clone(),
             rack: n.rack.clone(),
             alive: self.liveness.is_alive(n.node_id),
-            last_heartbeat_ms: seen.map(|s| s.wall_ms).unwrap_or(0),
+            last_heartbeat_ms: self.liveness.last_heartbeat_ms(n.node_id).unwrap_or(0),
             http_addr: n.http_addr.clone(),
         }
     }

@@ -4,9 +4,9 @@
 //!
 //! `offset-index.ckpt` in the partition's directory: `CHRCKP01`, u32 length of a JSON header
 //! (the [`PartitionIndex`] without its batches), the header, u64 batch count, the batches as
-//! fixed 36-byte records, then a CRC32C of everything before it; little endian. It is a cache:
-//! a missing or damaged checkpoint, or one that does not fit the log it sits next to, is
-//! ignored and the log is replayed as before.
+//! fixed 36-byte records, then a CRC32C of everything before it; little endian. It is a cache,
+//! renamed into place but not synced: a missing or damaged checkpoint, or one that does not fit
+//! the log it sits next to, is ignored and the log is replayed as before.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,10 @@ const BATCH_LEN: usize = 36;
 /// Checkpoints wait for at least this many applied bytes per byte of index they write, so they
 /// cost a fraction of writing the log even when batches are small.
 const INDEX_SIZE_FACTOR: u64 = 4;
+/// A stop writes a checkpoint only if at least this much was applied since the last one:
+/// replaying less costs the next start little, and 10,000 idle partitions would otherwise
+/// write 10,000 files on every stop.
+const AT_STOP_MIN_BYTES: u64 = 1024 * 1024;
 
 /// When the state machine of one partition writes its next checkpoint.
 #[derive(Clone)]
@@ -58,8 +62,14 @@ impl Checkpointer {
         });
     }
 
-    /// Writes `index` now (a clean shutdown, so the next start replays nothing).
+    /// Whether a stop should write a checkpoint: enough was applied since the last one.
+    pub fn worth_writing_at_stop(&self) -> bool {
+        self.applied_bytes.load(Ordering::Relaxed) >= AT_STOP_MIN_BYTES
+    }
+
+    /// Writes `index` now.
     pub fn write_now(&self, index: &PartitionIndex) -> io::Result<()> {
+        self.applied_bytes.store(0, Ordering::Relaxed);
         write(&self.path, index)
     }
 
@@ -107,9 +117,7 @@ fn write(path: &Path, index: &PartitionIndex) -> io::Result<()> {
     let crc = crc32c::crc32c(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     let tmp = path.with_extension("ckpt.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&buf)?;
-    file.sync_data()?;
+    std::fs::File::create(&tmp)?.write_all(&buf)?;
     std::fs::rename(&tmp, path)
 }
 

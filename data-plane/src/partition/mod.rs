@@ -407,11 +407,22 @@ impl Partition {
             tracing::warn!(target: "chronik_raft", partition = %self.name, "Raft group did not stop cleanly: {e}");
         }
         self.observer.abort();
+        // Both block (a file write, joining the log's flusher thread): off the runtime's
+        // workers, so replicas stopping side by side do not wait on each other.
         let sm = self.sm.clone();
-        let written = tokio::task::spawn_blocking(move || sm.write_checkpoint()).await;
-        if let Ok(Err(e)) = written {
-            tracing::warn!(target: "chronik_raft", partition = %self.name, "could not write the offset index checkpoint at stop: {e}");
+        let written = tokio::task::spawn_blocking(move || {
+            let written = sm.write_checkpoint_at_stop();
+            sm.data.close();
+            written
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(target: "chronik_raft", partition = %self.name, "could not write the offset index checkpoint at stop: {e}")
+            }
+            // The task panicked: the log is closed when its last handle goes.
+            Err(e) => tracing::warn!(target: "chronik_raft", partition = %self.name, "stopping the log: {e}"),
         }
-        self.sm.data.close();
     }
 }

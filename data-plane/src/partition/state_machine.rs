@@ -202,8 +202,12 @@ impl PartitionStateMachine {
         })
     }
 
-    /// Writes the offset index checkpoint now (a clean stop: the next start replays nothing).
-    pub fn write_checkpoint(&self) -> io::Result<()> {
+    /// Writes the offset index checkpoint at a clean stop, if enough was applied since the last
+    /// one that the next start would spend time replaying it.
+    pub fn write_checkpoint_at_stop(&self) -> io::Result<()> {
+        if !self.checkpoint.worth_writing_at_stop() {
+            return Ok(());
+        }
         let index = self.lock().clone();
         self.checkpoint.write_now(&index)
     }
