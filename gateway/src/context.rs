@@ -20,6 +20,9 @@ pub(crate) struct Ctx {
     pub control: ControlClient,
     pub cache: Arc<MetadataCache>,
     pub data: DataClients,
+    /// Request bytes held over all connections (`kafka.queued_max_request_bytes`).
+    pub queued_bytes: Arc<tokio::sync::Semaphore>,
+    pub queued_capacity: usize,
 }
 
 impl Ctx {

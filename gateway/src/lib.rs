@@ -156,6 +156,10 @@ impl GatewayBuilder {
             http_addr: config.listeners.advertised_http_addr(),
             interval: Duration::from_millis(config.cluster.heartbeat.interval_ms.max(10)),
         };
+        let queued_capacity = usize::try_from(config.kafka.queued_max_request_bytes)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
         let ctx = Arc::new(Ctx {
             config,
             broker_id,
@@ -163,6 +167,8 @@ impl GatewayBuilder {
             control,
             cache: cache.clone(),
             data: DataClients::new(max_message, self.local_data_node),
+            queued_bytes: Arc::new(tokio::sync::Semaphore::new(queued_capacity)),
+            queued_capacity,
         });
 
         chronik_shared::metrics::init();

@@ -3,8 +3,9 @@
 //! A connection reads frames, decodes each request's header and body with kafka-protocol, and
 //! runs the handler in its own task, so pipelined requests are served concurrently; a writer
 //! sends the responses strictly in request order. At most [`MAX_IN_FLIGHT`] requests, and at
-//! most `kafka.max_request_size` bytes of them, are in flight per connection; past that the
-//! connection stops reading (TCP pushes back on the client). Produce with acks=0 gets no
+//! most `kafka.max_request_size` bytes of them, are in flight per connection, and at most
+//! `kafka.queued_max_request_bytes` over all connections; past that a connection stops reading
+//! (TCP pushes back on the client). Produce with acks=0 gets no
 //! response.
 //!
 //! As Kafka does, a frame of a bad size, an unknown API key, an unsupported version or an
@@ -132,6 +133,11 @@ async fn read_loop(
             }
         };
         let Ok(body_permit) = bytes.clone().acquire_many_owned(size as u32).await else { return ReadEnd::Close };
+        // A request larger than the whole budget takes all of it, rather than waiting forever.
+        let want = size.min(ctx.queued_capacity) as u32;
+        let Ok(queued_permit) = ctx.queued_bytes.clone().acquire_many_owned(want).await else {
+            return ReadEnd::Close;
+        };
         let body = match frame::read_body(&mut reader, size).await {
             Ok(body) => body,
             Err(e) => return frame_error(peer, e),
@@ -143,7 +149,7 @@ async fn read_loop(
                 // Kafka's form of the client host, as DescribeGroups reports it.
                 let client = Client { id: client_id, host: format!("/{}", peer.ip()) };
                 let task = async move {
-                    let _body = body_permit;
+                    let _body = (body_permit, queued_permit);
                     let response = CLIENT
                         .scope(client, router::dispatch(&ctx, key, version, *request))
                         .await

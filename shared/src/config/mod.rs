@@ -345,6 +345,10 @@ pub struct KafkaConfig {
     pub default_replication_factor: u16,
     /// Largest Kafka request frame accepted, bytes (at least 1 MiB).
     pub max_request_size: u64,
+    /// Request bytes a gateway holds at once over all its connections (Kafka's
+    /// `queued.max.request.bytes`); past it, connections stop reading until requests finish,
+    /// so a burst of producers waits in TCP instead of in the gateway's memory. At least 1 MiB.
+    pub queued_max_request_bytes: u64,
     /// Default `retention.ms`; -1 keeps data forever.
     pub retention_ms: i64,
     /// Default `retention.bytes` per partition; -1 means no size limit.
@@ -360,6 +364,7 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             default_replication_factor: 1,
             max_request_size: 100 * 1024 * 1024,
+            queued_max_request_bytes: 16 * 1024 * 1024,
             retention_ms: 604_800_000,
             retention_bytes: -1,
             retention_check_interval_ms: 30_000,

@@ -345,6 +345,7 @@ fn other_validation_rules() {
     check(&|c| c.node.id = 0, "node.id");
     check(&|c| c.log.format = "yaml".into(), "log.format");
     check(&|c| c.kafka.max_request_size = 1000, "kafka.max_request_size");
+    check(&|c| c.kafka.queued_max_request_bytes = 1000, "kafka.queued_max_request_bytes");
     check(&|c| c.cluster.network.request_timeout_ms = 0, "cluster.network.request_timeout_ms");
     check(&|c| c.cluster.network.install_snapshot_timeout_secs = 0, "cluster.network.install_snapshot_timeout_secs");
     check(&|c| c.cluster.heartbeat.node_timeout_ms = 1000, "cluster.heartbeat.node_timeout_ms");

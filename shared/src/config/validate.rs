@@ -229,7 +229,7 @@ impl ChronikConfig {
                 "wal.segment_bytes",
                 format!(
                     "wal.segment_bytes ({}) is below the minimum of {MIN_SEGMENT_BYTES}; \
-                     set it to e.g. 67108864 (64 MiB)",
+                     set it to e.g. 16777216 (16 MiB)",
                     w.segment_bytes
                 ),
             );
@@ -265,6 +265,16 @@ impl ChronikConfig {
                     "kafka.max_request_size ({}) must be at least {MIN_MAX_REQUEST_SIZE} (1 MiB); \
                      set it to e.g. 104857600 (100 MiB)",
                     k.max_request_size
+                ),
+            );
+        }
+        if k.queued_max_request_bytes < MIN_MAX_REQUEST_SIZE {
+            return fail(
+                "kafka.queued_max_request_bytes",
+                format!(
+                    "kafka.queued_max_request_bytes ({}) must be at least {MIN_MAX_REQUEST_SIZE} (1 MiB); \
+                     set it to e.g. 67108864 (64 MiB)",
+                    k.queued_max_request_bytes
                 ),
             );
         }
