@@ -275,3 +275,55 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// Flips one bit pattern in the middle of the file at `path` (bit rot in a segment).
+pub fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read segment");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(path, &bytes).expect("write segment");
+}
+
+/// `chronik-server debug wal-verify --path dir`: whether it passed, and what it printed.
+pub fn wal_verify(dir: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
+        .args(["debug", "wal-verify", "--path", dir.to_str().expect("utf8")])
+        .output()
+        .expect("wal-verify");
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
+
+/// Starts a standalone node on `data` that must refuse to start (within 30 s); returns its
+/// stderr. `extra` are more arguments, `env` more environment.
+pub fn standalone_must_fail(data: &Path, ports: (u16, u16, u16), extra: &[&str], env: &[(&str, &str)]) -> String {
+    let (kafka, http, grpc) = ports;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--set", &format!("listeners.kafka=127.0.0.1:{kafka}")])
+        .args(["--set", &format!("listeners.http=127.0.0.1:{http}")])
+        .args(["--set", &format!("listeners.grpc=127.0.0.1:{grpc}")])
+        .args(extra)
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chronik-server kept running on {}", data.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+    assert!(!status.success(), "chronik-server exited 0 on {}:\n{err}", data.display());
+    err
+}

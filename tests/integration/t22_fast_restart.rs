@@ -7,7 +7,6 @@ mod harness;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -83,50 +82,22 @@ async fn restart_uses_sealed_indexes_and_the_checkpoint_and_loses_nothing() {
     // entry and, looking for term changes, entries of its second half when a group starts.
     let logs = files(&part_dir, "log");
     let damaged = logs[(logs.len() / 4).max(1)].clone();
-    let mut bytes = std::fs::read(&damaged).expect("read segment");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    std::fs::write(&damaged, &bytes).expect("write segment");
-    let out = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
-        .args(["debug", "wal-verify", "--path", part_dir.to_str().expect("utf8")])
-        .output()
-        .expect("wal-verify");
+    flip_middle_byte(&damaged);
+    let (passed, text) = wal_verify(&part_dir);
     let name = damaged.file_name().expect("name").to_string_lossy().to_string();
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success() && text.contains(&name), "wal-verify missed the damage: {text}");
+    assert!(!passed && text.contains(&name), "wal-verify missed the damage: {text}");
 
     let server = ServerProcess::start_with_env(&data, kafka, http, grpc, &env);
     assert_eq!(producer_after_restart(&server).await, count + 1);
     drop(server);
 
     // Asked to read sealed segments at start, the node refuses to start on it, naming it.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
-        .arg("standalone")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--set", &format!("listeners.kafka=127.0.0.1:{kafka}")])
-        .args(["--set", &format!("listeners.http=127.0.0.1:{http}")])
-        .args(["--set", &format!("listeners.grpc=127.0.0.1:{grpc}")])
-        .args(["--set", "wal.verify_sealed_on_start=true"])
-        .env("CHRONIK_WAL__SEGMENT_BYTES", SEGMENT_BYTES)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chronik-server kept running on a corrupt sealed segment with wal.verify_sealed_on_start");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
-    assert!(!status.success());
+    let err = standalone_must_fail(
+        &data,
+        (kafka, http, grpc),
+        &["--set", "wal.verify_sealed_on_start=true"],
+        &[("CHRONIK_WAL__SEGMENT_BYTES", SEGMENT_BYTES)],
+    );
     assert!(err.contains(&name), "start error does not name the corrupt segment:\n{err}");
 }
 

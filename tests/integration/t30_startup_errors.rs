@@ -81,45 +81,13 @@ fn corrupt_segment_middle_fails_verify_and_start() {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "log"))
         .expect("a segment");
-    let mut bytes = std::fs::read(&seg).expect("read segment");
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x55;
-    std::fs::write(&seg, &bytes).expect("write segment");
-
-    let out = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
-        .args(["debug", "wal-verify", "--path", seg_dir.to_str().expect("utf8")])
-        .output()
-        .expect("wal-verify");
-    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "wal-verify passed a corrupt segment: {text}");
+    flip_middle_byte(&seg);
+    let (passed, text) = wal_verify(&seg_dir);
+    assert!(!passed, "wal-verify passed a corrupt segment: {text}");
     let name = seg.file_name().expect("name").to_string_lossy().to_string();
     assert!(text.contains(&name), "{text}");
 
     // The node refuses to start on it, naming the file.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
-        .arg("standalone")
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--set", &format!("listeners.kafka=127.0.0.1:{kafka}")])
-        .args(["--set", &format!("listeners.http=127.0.0.1:{http}")])
-        .args(["--set", &format!("listeners.grpc=127.0.0.1:{grpc}")])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("chronik-server kept running on a corrupt segment");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
-    assert!(!status.success());
+    let err = standalone_must_fail(&data, (kafka, http, grpc), &[], &[]);
     assert!(err.contains(&name), "start error does not name the corrupt segment:\n{err}");
 }

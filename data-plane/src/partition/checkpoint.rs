@@ -67,10 +67,16 @@ impl Checkpointer {
         self.applied_bytes.load(Ordering::Relaxed) >= AT_STOP_MIN_BYTES
     }
 
-    /// Writes `index` now.
+    /// Writes `index` now, unless a background write is running (it shares the temporary
+    /// file, and holds an index almost as new).
     pub fn write_now(&self, index: &PartitionIndex) -> io::Result<()> {
+        if self.writing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
         self.applied_bytes.store(0, Ordering::Relaxed);
-        write(&self.path, index)
+        let written = write(&self.path, index);
+        self.writing.store(false, Ordering::Release);
+        written
     }
 
     /// The checkpoint on disk, if there is one and it is intact.

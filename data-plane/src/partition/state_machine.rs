@@ -3,9 +3,9 @@
 //!
 //! The data itself stays in the Raft log (the WAL, see `data.rs`). On start the index comes
 //! from the newer of the latest snapshot and the checkpoint (`checkpoint.rs`), and openraft
-//! applies the rest of the log again. A snapshot is the
-//! index plus hard links to the segments it points into, so a follower that missed entries
-//! retention has since deleted receives them with it.
+//! applies the rest of the log again. A snapshot is the index plus hard links to the segments
+//! it points into, so a follower that missed entries retention has since deleted receives them
+//! with it.
 
 use std::io;
 use std::path::PathBuf;

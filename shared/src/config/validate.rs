@@ -258,25 +258,18 @@ impl ChronikConfig {
                 "kafka.default_replication_factor must be at least 1; set it to e.g. 3".into(),
             );
         }
-        if k.max_request_size < MIN_MAX_REQUEST_SIZE {
-            return fail(
-                "kafka.max_request_size",
-                format!(
-                    "kafka.max_request_size ({}) must be at least {MIN_MAX_REQUEST_SIZE} (1 MiB); \
-                     set it to e.g. 104857600 (100 MiB)",
-                    k.max_request_size
-                ),
-            );
-        }
-        if k.queued_max_request_bytes < MIN_MAX_REQUEST_SIZE {
-            return fail(
-                "kafka.queued_max_request_bytes",
-                format!(
-                    "kafka.queued_max_request_bytes ({}) must be at least {MIN_MAX_REQUEST_SIZE} (1 MiB); \
-                     set it to e.g. 67108864 (64 MiB)",
-                    k.queued_max_request_bytes
-                ),
-            );
+        for (key, value, example) in [
+            ("kafka.max_request_size", k.max_request_size, "104857600 (100 MiB)"),
+            ("kafka.queued_max_request_bytes", k.queued_max_request_bytes, "16777216 (16 MiB)"),
+        ] {
+            if value < MIN_MAX_REQUEST_SIZE {
+                return fail(
+                    key,
+                    format!(
+                        "{key} ({value}) must be at least {MIN_MAX_REQUEST_SIZE} (1 MiB); set it to e.g. {example}"
+                    ),
+                );
+            }
         }
         for (key, value, example) in [
             ("kafka.retention_ms", k.retention_ms, "604800000 (7 days)"),
