@@ -437,6 +437,10 @@ impl ChronikConfig {
                 advertised_grpc: None,
                 advertised_http: None,
             },
+            // The gateway shares its process with the data node: requests queued in it are
+            // what keeps that node's disk busy (6-partition produce ran 14 % slower at 16 MiB),
+            // and there is no separate gateway process whose memory to hold down.
+            kafka: KafkaConfig { queued_max_request_bytes: 64 * 1024 * 1024, ..KafkaConfig::default() },
             ..ChronikConfig::default()
         }
     }

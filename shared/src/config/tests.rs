@@ -61,6 +61,7 @@ fn standalone_defaults_listen_on_loopback() {
     assert_eq!(config.node.data_dir, PathBuf::from("./chronik-data"));
     assert!(config.cluster.seed_nodes.is_empty());
     assert_eq!(config.listeners.advertised_kafka_addr(), "127.0.0.1:9092");
+    assert_eq!(config.kafka.queued_max_request_bytes, 64 * 1024 * 1024);
 
     // Layering on top of the standalone base keeps what the layers do not mention.
     let (layered, _) = ChronikConfig::load_layered(
