@@ -251,7 +251,7 @@ impl Partition {
         }
         let group = format!("partition {}", self.name);
         let written = {
-            let _turn = if info.producer_id >= 0 {
+            let turn = if info.producer_id >= 0 {
                 let term = self.raft.metrics().borrow_watched().current_term;
                 let committed = || {
                     let idx = self.sm.lock();
@@ -269,6 +269,9 @@ impl Partition {
                 .client_write_ff(DataCommand::Append { batch: batch_bytes }, Some(responder))
                 .await
                 .map_err(|f| write_error(RaftError::Fatal(f), &group))?;
+            if let Some(turn) = turn {
+                turn.proposed();
+            }
             written
         };
         let write = async {

@@ -72,8 +72,11 @@ impl Slot {
 }
 
 /// A batch's permission to be proposed. The producer's next sequence moves past the batch
-/// when the turn is dropped: hold it until the batch has been handed to Raft.
-#[must_use = "the producer's next batch waits until the turn is dropped"]
+/// once [`Turn::proposed`] says it has been handed to Raft. Dropped before that (the write
+/// failed, or the request was cancelled while Raft's queue was full), it moves nothing: the
+/// successor waits for the batch's retry instead of leaving a gap the log refuses, which is
+/// fatal to the producer (a fault campaign under overload found one).
+#[must_use = "the producer's next batch waits until the turn is marked proposed or dropped"]
 pub struct Turn<'a> {
     sequencer: &'a Sequencer,
     producer_id: i64,
@@ -81,11 +84,23 @@ pub struct Turn<'a> {
     /// The slot's next sequence when the batch was admitted and what it becomes after it;
     /// None for a retry or a fenced epoch, which move nothing.
     advance: Option<(i32, i32)>,
+    proposed: bool,
+}
+
+impl Turn<'_> {
+    /// The batch is in Raft's queue, ahead of anything proposed after this.
+    pub fn proposed(mut self) {
+        self.proposed = true;
+    }
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        let Some((from, to)) = self.advance else { return };
+        let Some((from, to)) = self.advance.filter(|_| self.proposed) else {
+            // Successors waiting on this batch look again (at a retry of it, or the log).
+            self.sequencer.advanced.notify_waiters();
+            return;
+        };
         {
             let mut slots = self.sequencer.slots.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(slot) = slots.get_mut(&self.producer_id) {
@@ -103,7 +118,7 @@ impl Sequencer {
     /// Returns once `info` may be proposed in `term`: it is the producer's next batch or a
     /// retry of an earlier one. `committed` gives the producer's epoch and last sequence as
     /// the state machine knows it (None for a producer it has never seen). The batch after
-    /// this one waits until the returned turn is dropped.
+    /// this one waits until the returned turn is marked proposed.
     ///
     /// A batch whose predecessor has not come within [`PATIENCE`] gets a retriable error:
     /// the predecessor is still on its way (a gateway retrying it across a leadership change
@@ -119,7 +134,8 @@ impl Sequencer {
         info: &BatchInfo,
         committed: impl Fn() -> Option<(i16, i32)>,
     ) -> Result<Turn<'_>, ChronikError> {
-        let turn = |advance| Ok(Turn { sequencer: self, producer_id: info.producer_id, term, advance });
+        let turn =
+            |advance| Ok(Turn { sequencer: self, producer_id: info.producer_id, term, advance, proposed: false });
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let last = (info.base_sequence as i64 + info.last_offset_delta as i64).rem_euclid(i32::MAX as i64 + 1) as i32;
         loop {
@@ -210,10 +226,10 @@ mod tests {
         let seq = Sequencer::default();
         let started = tokio::time::Instant::now();
         // The state machine applied up to sequence 103 under the previous leader.
-        drop(seq.admit(2, &batch(7, 104, 1), || Some((0, 103))).await.unwrap());
+        seq.admit(2, &batch(7, 104, 1), || Some((0, 103))).await.unwrap().proposed();
         assert!(started.elapsed() < Duration::from_millis(200), "no wait for sequences already in the log");
-        drop(seq.admit(2, &batch(7, 105, 2), || Some((0, 103))).await.unwrap());
-        drop(seq.admit(3, &batch(7, 107, 1), || Some((0, 106))).await.unwrap());
+        seq.admit(2, &batch(7, 105, 2), || Some((0, 103))).await.unwrap().proposed();
+        seq.admit(3, &batch(7, 107, 1), || Some((0, 106))).await.unwrap().proposed();
         assert!(started.elapsed() < Duration::from_millis(200));
     }
 
@@ -224,7 +240,7 @@ mod tests {
         let second = {
             let (seq, order) = (seq.clone(), order.clone());
             tokio::spawn(async move {
-                drop(seq.admit(1, &batch(9, 3, 1), || Some((0, 1))).await.unwrap());
+                seq.admit(1, &batch(9, 3, 1), || Some((0, 1))).await.unwrap().proposed();
                 order.lock().unwrap().push(3);
             })
         };
@@ -232,7 +248,7 @@ mod tests {
         assert!(order.lock().unwrap().is_empty(), "sequence 3 waits for 2");
         let turn = seq.admit(1, &batch(9, 2, 1), || Some((0, 1))).await.unwrap();
         order.lock().unwrap().push(2);
-        drop(turn);
+        turn.proposed();
         second.await.unwrap();
         assert_eq!(*order.lock().unwrap(), vec![2, 3]);
     }
@@ -243,12 +259,24 @@ mod tests {
         let turn = seq.admit(1, &batch(4, 1437, 1), || Some((0, 1436))).await.unwrap();
         let next = {
             let seq = seq.clone();
-            tokio::spawn(async move { drop(seq.admit(1, &batch(4, 1438, 1), || Some((0, 1436))).await.unwrap()) })
+            tokio::spawn(async move { seq.admit(1, &batch(4, 1438, 1), || Some((0, 1436))).await.unwrap().proposed() })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!next.is_finished(), "1438 may not go while 1437 is still on its way to Raft");
-        drop(turn);
+        turn.proposed();
         tokio::time::timeout(Duration::from_millis(200), next).await.expect("1438 goes once 1437 is proposed").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_turn_dropped_before_its_batch_reached_raft_moves_nothing() {
+        let seq = Sequencer::default();
+        // Admitted, then the request was cancelled before the batch was proposed.
+        drop(seq.admit(1, &batch(6, 53, 1), || Some((0, 52))).await.unwrap());
+        // Its retry is admitted as the next batch, not refused as a duplicate or a gap.
+        let retry = seq.admit(1, &batch(6, 53, 1), || Some((0, 52))).await.unwrap();
+        assert_eq!(retry.advance, Some((53, 54)));
+        retry.proposed();
+        seq.admit(1, &batch(6, 54, 1), || Some((0, 52))).await.unwrap().proposed();
     }
 
     #[tokio::test]
@@ -259,9 +287,9 @@ mod tests {
         assert!(started.elapsed() >= PATIENCE, "waited for sequence 9");
         assert_eq!(refused.code, ErrorCode::Unavailable, "retriable, not OUT_OF_ORDER: {}", refused.message);
         // The predecessor comes after all, then the retry goes at once.
-        drop(seq.admit(1, &batch(5, 9, 1), || Some((0, 8))).await.unwrap());
+        seq.admit(1, &batch(5, 9, 1), || Some((0, 8))).await.unwrap().proposed();
         let again = tokio::time::Instant::now();
-        drop(seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await.unwrap());
+        seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await.unwrap().proposed();
         assert!(again.elapsed() < Duration::from_millis(200));
     }
 
@@ -274,7 +302,7 @@ mod tests {
             match seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await {
                 Err(e) => assert_eq!(e.code, ErrorCode::Unavailable),
                 Ok(turn) => {
-                    drop(turn);
+                    turn.proposed();
                     break;
                 }
             }
@@ -289,17 +317,17 @@ mod tests {
         let seq = Sequencer::default();
         let applied = std::sync::atomic::AtomicI32::new(100);
         let committed = || Some((0, applied.load(std::sync::atomic::Ordering::SeqCst)));
-        drop(seq.admit(4, &batch(3, 101, 1), committed).await.unwrap());
+        seq.admit(4, &batch(3, 101, 1), committed).await.unwrap().proposed();
         // A previous leader's batches 102..=110 are applied meanwhile (this leader never saw them).
         applied.store(110, std::sync::atomic::Ordering::SeqCst);
         let started = tokio::time::Instant::now();
-        drop(seq.admit(4, &batch(3, 111, 1), committed).await.unwrap());
+        seq.admit(4, &batch(3, 111, 1), committed).await.unwrap().proposed();
         assert!(started.elapsed() < Duration::from_millis(200), "no wait for what the log already holds");
     }
 
     #[tokio::test]
     async fn a_producer_the_log_never_saw_is_not_held_back_for_good() {
         let seq = Sequencer::default();
-        drop(seq.admit(1, &batch(8, 5, 1), || None).await.expect("nothing to be out of order with"));
+        seq.admit(1, &batch(8, 5, 1), || None).await.expect("nothing to be out of order with").proposed();
     }
 }
