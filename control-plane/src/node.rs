@@ -183,6 +183,7 @@ impl ControlNodeBuilder {
             META_GROUP.to_string(),
             &raft,
             Duration::from_millis(cfg.cluster.raft.replica_lag_time_max_ms),
+            None,
         );
         host.groups.insert(
             META_GROUP.to_string(),
@@ -190,6 +191,7 @@ impl ControlNodeBuilder {
                 name: META_GROUP.to_string(),
                 raft: raft.clone(),
                 staging: cfg.node.data_dir.join("snapshots"),
+                quiet: None,
             }),
         );
         let liveness = Liveness::new(Duration::from_millis(cfg.cluster.heartbeat.node_timeout_ms));

@@ -5,6 +5,7 @@
 //!   control plane, runs the replicas it is assigned and shuts them down.
 //! - `partition/`: one replica: its Raft group, offset index (state machine), produce, fetch
 //!   and list-offsets.
+//! - `quiesce.rs`: asks the followers of idle groups this node leads to go quiet.
 //! - `service.rs`: `chronik.data.DataService` for gateways and the control plane.
 //! - `batch.rs`: Kafka v2 record batch validation and header fields.
 //! - `types.rs`: the partition groups' type config and log entry encoding.
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod fuzzing;
 pub mod node;
 pub mod partition;
+mod quiesce;
 pub mod service;
 pub mod types;
 

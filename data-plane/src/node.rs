@@ -33,11 +33,11 @@ const STOPS_AT_ONCE: usize = 64;
 
 pub struct DataInner {
     pub node_id: u64,
-    cfg: ChronikConfig,
+    pub(crate) cfg: ChronikConfig,
     raft_config: Arc<openraft::Config>,
     partitions: RwLock<HashMap<String, Arc<Partition>>>,
-    groups: chronik_raft::RaftGroups,
-    pool: PeerPool,
+    pub(crate) groups: chronik_raft::RaftGroups,
+    pub(crate) pool: PeerPool,
     reconcile_lock: Mutex<()>,
     /// True once the control plane has accepted a heartbeat from this node.
     registered: tokio::sync::watch::Sender<bool>,
@@ -161,6 +161,7 @@ impl DataInner {
             snapshot_timeout: Duration::from_secs(cfg.cluster.network.install_snapshot_timeout_secs),
             lag_threshold: Duration::from_millis(cfg.cluster.raft.replica_lag_time_max_ms),
             disk: self.disk.clone(),
+            liveness: self.groups.liveness().clone(),
         };
         let part = Arc::new(Partition::open(self.node_id, spec).await?);
         self.groups.insert(
@@ -169,6 +170,7 @@ impl DataInner {
                 name: name.clone(),
                 raft: part.raft.clone(),
                 staging: cfg.node.data_dir.join("snapshots"),
+                quiet: Some(part.quiet.clone()),
             }),
         );
         // The founder (first replica at creation) forms a new partition's group; the others,
@@ -199,6 +201,7 @@ pub struct DataNode {
     inner: Arc<DataInner>,
     heartbeat: tokio::task::JoinHandle<()>,
     retention: tokio::task::JoinHandle<()>,
+    quiesce: tokio::task::JoinHandle<()>,
     server: Option<chronik_raft::GrpcServer>,
 }
 
@@ -275,6 +278,8 @@ impl DataNode {
     pub async fn shutdown(mut self) {
         self.heartbeat.abort();
         self.retention.abort();
+        self.quiesce.abort();
+        self.inner.groups.liveness().stop();
         if let Some(server) = self.server.take() {
             server.stop().await;
         }
@@ -340,7 +345,16 @@ impl DataNodeBuilder {
         );
         let heartbeat = tokio::spawn(heartbeat_loop(inner.clone()));
         let retention = tokio::spawn(retention_loop(inner.clone()));
-        Ok(DataNode { inner, heartbeat, retention, server: None })
+        let r = &inner.cfg.cluster.raft;
+        inner.groups.liveness().start(
+            inner.node_id,
+            inner.pool.clone(),
+            inner.groups.clone(),
+            Duration::from_millis(r.heartbeat_interval_ms),
+            Duration::from_millis(r.election_timeout_ms),
+        );
+        let quiesce = tokio::spawn(crate::quiesce::quiesce_loop(inner.clone()));
+        Ok(DataNode { inner, heartbeat, retention, quiesce, server: None })
     }
 }
 

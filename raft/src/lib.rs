@@ -10,6 +10,8 @@
 //! - `admin.rs`: snapshot, snapshot info and compaction of this process's groups for the admin
 //!   API (`/admin/snapshot`, `/admin/compact`).
 //! - `service.rs`: the server side of `RaftService`, routing messages to groups by name.
+//! - `quiesce.rs`: idle partition groups without timers, and the node-level pings that watch
+//!   for failures in their place.
 //! - `observer.rs`: turns openraft's metrics stream into the guide's log lines and Prometheus
 //!   metrics (`chronik_raft_*`, labelled by partition).
 //!
@@ -25,6 +27,7 @@ pub mod log_store;
 pub mod network;
 pub mod observer;
 mod pipeline;
+pub mod quiesce;
 pub mod service;
 mod snapshot_receive;
 pub mod testing;
@@ -37,4 +40,5 @@ pub use host::{GrpcHost, GrpcServer};
 pub use log_store::{PurgeMode, WalLogStore};
 pub use network::{GrpcNetworkFactory, PeerPool};
 pub use observer::RaftObserver;
+pub use quiesce::{Liveness, Quiet};
 pub use service::{GroupHandler, RaftGroups, RaftServiceImpl};

@@ -80,6 +80,11 @@ impl PeerPool {
         self.faults.as_ref().is_some_and(|(me, f)| f.is_blocked(*me, to))
     }
 
+    /// Either direction to `to` is cut: a round trip (a ping) cannot complete.
+    pub fn cut_either_way(&self, to: u64) -> bool {
+        self.faults.as_ref().is_some_and(|(me, f)| f.is_blocked(*me, to) || f.is_blocked(to, *me))
+    }
+
     fn drop_chunk(&self) -> bool {
         self.faults.as_ref().is_some_and(|(_, f)| f.take_chunk_drop())
     }
@@ -98,7 +103,7 @@ impl PeerPool {
         Ok(ch)
     }
 
-    pub(crate) fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+    pub fn client(&self, addr: &str) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
         Ok(RaftServiceClient::new(self.channel(addr)?)
             .max_decoding_message_size(self.max_message_size)
             .max_encoding_message_size(self.max_message_size))

@@ -45,7 +45,13 @@ const TICK: Duration = Duration::from_millis(500);
 impl RaftObserver {
     /// Spawns the watcher; it ends when the group shuts down. A follower further behind than
     /// `lag_threshold` is reported in the log (the guide's Issue 3).
-    pub fn spawn<C, SM>(partition: String, raft: &Raft<C, SM>, lag_threshold: Duration) -> RaftObserver
+    /// A group that can go `quiet` is not watched over time while it is.
+    pub fn spawn<C, SM>(
+        partition: String,
+        raft: &Raft<C, SM>,
+        lag_threshold: Duration,
+        quiet: Option<Arc<crate::Quiet>>,
+    ) -> RaftObserver
     where
         C: RaftTypeConfig<NodeId = u64, Term = u64>,
         SM: openraft::storage::RaftStateMachine<C>,
@@ -70,14 +76,19 @@ impl RaftObserver {
                     raft.runtime_config().tick(ticking);
                 }
                 observe(&partition, &snapshot, &mut prev);
+                if let Some(q) = &quiet {
+                    q.reconcile(snapshot.state == ServerState::Leader, snapshot.state == ServerState::Follower);
+                    tracker.woke = q.last_wake();
+                }
                 if let Some(now) = tracker.update(&partition, &snapshot) {
                     *shared.lock().unwrap_or_else(|p| p.into_inner()) = now;
                 }
                 if snapshot.state == ServerState::Shutdown {
                     break;
                 }
-                // Alone, there is no follower lag to recompute over time.
-                if alone {
+                // Alone, there is no follower lag to recompute over time; quiet, nothing changes
+                // until the group wakes.
+                if alone || quiet.as_ref().is_some_and(|q| q.is_quiet()) {
                     if rx.changed().await.is_err() {
                         break;
                     }
@@ -149,6 +160,8 @@ struct LagTracker {
     /// Followers with `chronik_raft_replication_lag_*` samples: removed when this node stops
     /// leading or the follower leaves the group, so no stale lag is exported.
     reported: BTreeSet<u64>,
+    /// When the group last woke from quiet: its followers were silent because it was.
+    woke: Option<std::time::Instant>,
 }
 
 /// Lag is recomputed at most this often, and the log's growth sampled at this granularity.
@@ -167,6 +180,7 @@ impl LagTracker {
             computed: None,
             leading_since: None,
             reported: BTreeSet::new(),
+            woke: None,
         }
     }
 
@@ -234,6 +248,7 @@ impl LagTracker {
                 Some(a) => now.saturating_duration_since(a),
                 None => wall.duration_since(*self.leading_since.get_or_insert(wall)),
             };
+            let silent = self.woke.map_or(silent, |w| silent.min(wall.duration_since(w)));
             let lag = FollowerLag { entries, ms: behind.max(silent).as_millis() as u64 };
             let node_s = node.to_string();
             m::RAFT_REPLICATION_LAG_ENTRIES.with_label_values(&[partition, &node_s]).set(entries as i64);

@@ -6,7 +6,10 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use chronik_proto::raft::raft_service_server::RaftService;
-use chronik_proto::raft::{GroupState, HeartbeatRequest, HeartbeatResponse, RaftMessage, SnapshotChunk};
+use chronik_proto::raft::{
+    GroupState, HeartbeatRequest, HeartbeatResponse, PingRequest, PingResponse, QuiesceRequest, QuiesceResponse,
+    RaftMessage, SnapshotChunk,
+};
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, future};
@@ -14,6 +17,7 @@ use openraft::alias::{SnapshotMetaOf, VoteOf};
 use openraft::async_runtime::WatchReceiver;
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use openraft::storage::RaftStateMachine;
+use openraft::vote::{RaftLeaderId, RaftVote};
 use openraft::{BasicNode, Raft, ServerState};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tonic::{Request, Response, Status, Streaming};
@@ -22,6 +26,7 @@ use chronik_shared::admin::types::GroupSnapshot;
 use chronik_shared::error::ChronikError;
 
 use crate::codec::EntryCodec;
+use crate::quiesce::{Liveness, Quiet};
 
 /// A snapshot as files in one directory; streamed to followers chunk by chunk.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -79,15 +84,35 @@ pub trait GroupHandler: Send + Sync + 'static {
     fn snapshot_info(&self) -> chronik_shared::admin::types::GroupSnapshot;
     fn snapshot_now(&self) -> BoxFuture<'_, Result<GroupSnapshot, ChronikError>>;
     fn compact(&self) -> BoxFuture<'_, Result<GroupSnapshot, ChronikError>>;
+    /// The group's quiescence, if it can go quiet (partition groups).
+    fn quiet(&self) -> Option<Arc<Quiet>> {
+        None
+    }
+    /// Leader `leader` of `term`, whose log ends at `last_log_index`, asks this follower to
+    /// stop its election timer. Returns the leader's address when it did.
+    fn quiesce(&self, _leader: u64, _term: u64, _last_log_index: u64) -> Option<String> {
+        None
+    }
 }
 
 /// Every Raft group hosted by this node, by name (`__meta`, `<topic>-<partition>`).
 #[derive(Clone, Default)]
 pub struct RaftGroups {
     groups: Arc<RwLock<HashMap<String, Arc<dyn GroupHandler>>>>,
+    liveness: Arc<Liveness>,
 }
 
 impl RaftGroups {
+    /// This process's node-level liveness (pings between data nodes, `quiesce.rs`).
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// Every hosted group with its name, unordered.
+    pub fn all_named(&self) -> Vec<(String, Arc<dyn GroupHandler>)> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(n, g)| (n.clone(), g.clone())).collect()
+    }
+
     pub fn insert(&self, name: String, handler: Arc<dyn GroupHandler>) {
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(name, handler);
     }
@@ -107,8 +132,7 @@ impl RaftGroups {
 
     /// Every hosted group, by name.
     pub fn all(&self) -> Vec<Arc<dyn GroupHandler>> {
-        let mut groups: Vec<(String, Arc<dyn GroupHandler>)> =
-            self.groups.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(n, g)| (n.clone(), g.clone())).collect();
+        let mut groups = self.all_named();
         groups.sort_by(|a, b| a.0.cmp(&b.0));
         groups.into_iter().map(|(_, g)| g).collect()
     }
@@ -232,6 +256,28 @@ impl RaftService for RaftServiceImpl {
             groups: self.groups.states(),
         }))
     }
+
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(self.groups.liveness().answer(self.node_id, request.get_ref())))
+    }
+
+    async fn quiesce(&self, request: Request<QuiesceRequest>) -> Result<Response<QuiesceResponse>, Status> {
+        let req = request.into_inner();
+        let mut accepted = Vec::new();
+        let mut leader_addr = None;
+        for q in req.groups {
+            let Ok(g) = self.groups.get(&q.group) else { continue };
+            if let Some(addr) = g.quiesce(req.node_id, q.term, q.last_log_index) {
+                // Watched before anything depends on it.
+                if leader_addr.as_ref() != Some(&addr) {
+                    self.groups.liveness().track(req.node_id, &addr);
+                    leader_addr = Some(addr);
+                }
+                accepted.push(q.group);
+            }
+        }
+        Ok(Response::new(QuiesceResponse { accepted }))
+    }
 }
 
 /// [`GroupHandler`] for an openraft group whose snapshots are [`SnapshotFiles`].
@@ -243,6 +289,7 @@ where
     pub name: String,
     pub raft: Raft<C, SM>,
     pub staging: PathBuf,
+    pub quiet: Option<Arc<Quiet>>,
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Bytes, Status> {
@@ -267,8 +314,38 @@ where
     Ok(rpc)
 }
 
+/// The leader and term an AppendEntries comes from, and whether it carries entries.
+fn sender<C>(rpc: &AppendEntriesRequest<C>) -> (u64, u64, bool)
+where
+    C: EntryCodec<NodeId = u64, Term = u64>,
+{
+    let lid = rpc.vote.leader_id();
+    (*lid.node_id(), lid.term(), !rpc.entries.is_empty())
+}
+
 fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("Raft group is shutting down: {e}"))
+}
+
+impl<C, SM> RaftGroup<C, SM>
+where
+    C: EntryCodec<NodeId = u64, Node = BasicNode, Term = u64>,
+    SM: RaftStateMachine<C, SnapshotData = SnapshotFiles>,
+{
+    /// What a quiet replica says to a candidate (see [`Quiet::refuses_candidates`]); a
+    /// transfer the leader asked for goes through.
+    fn refuse_vote(&self, req: &VoteRequest<C>) -> Option<openraft::raft::VoteResponse<C>> {
+        if req.leadership_transfer || self.raft.metrics().borrow_watched().running_state.is_err() {
+            return None;
+        }
+        if !self.quiet.as_ref()?.refuses_candidates() {
+            return None;
+        }
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        // Quiet, its log ends where it was applied: nothing arrived since, or it would be awake.
+        Some(openraft::raft::VoteResponse::new(&m.vote, m.last_applied.clone(), false))
+    }
 }
 
 impl<C, SM> GroupHandler for RaftGroup<C, SM>
@@ -279,7 +356,13 @@ where
 {
     fn append_entries(&self, header: Bytes, entries: Vec<Bytes>) -> BoxFuture<'_, Result<Bytes, Status>> {
         Box::pin(async move {
-            let resp = self.raft.append_entries(append_request(header, entries)?).await.map_err(fatal)?;
+            let rpc = append_request::<C>(header, entries)?;
+            let (leader, term, has_entries) = sender::<C>(&rpc);
+            let resp = self.raft.append_entries(rpc).await.map_err(fatal)?;
+            // Once stored: a follower woken before would time out on an old lease.
+            if let Some(q) = &self.quiet {
+                q.on_append(leader, term, has_entries);
+            }
             json(&resp)
         })
     }
@@ -290,12 +373,25 @@ where
     ) -> BoxStream<'static, Result<Bytes, Status>> {
         // A message that does not decode (or a broken input) ends the requests; its error
         // follows the answers to the requests before it.
-        let (requests, failed) = crate::until_error::until_error(
-            input.map(|m| m.and_then(|(header, entries)| append_request::<C>(header, entries))),
-        );
-        let answers = self.raft.stream_append(requests).map(|r| match r {
-            Ok(result) => json(&result),
-            Err(f) => Err(fatal(f)),
+        // Each request's sender and whether it carried entries, for the quiet follower to
+        // wake once the answer shows it was stored.
+        let sent: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, u64, bool)>>> = Arc::default();
+        let noted = sent.clone();
+        let (requests, failed) = crate::until_error::until_error(input.map(move |m| {
+            let rpc = m.and_then(|(header, entries)| append_request::<C>(header, entries))?;
+            noted.lock().unwrap_or_else(|p| p.into_inner()).push_back(sender::<C>(&rpc));
+            Ok(rpc)
+        }));
+        let quiet = self.quiet.clone();
+        let answers = self.raft.stream_append(requests).map(move |r| {
+            let request = sent.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+            if let (Some(q), Some((leader, term, has_entries))) = (&quiet, request) {
+                q.on_append(leader, term, has_entries);
+            }
+            match r {
+                Ok(result) => json(&result),
+                Err(f) => Err(fatal(f)),
+            }
         });
         let tail = futures::stream::once(async move { failed.take() }).filter_map(|s| future::ready(s.map(Err)));
         Box::pin(answers.chain(tail))
@@ -304,6 +400,9 @@ where
     fn vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>> {
         Box::pin(async move {
             let rpc: VoteRequest<C> = parse(&header)?;
+            if let Some(refused) = self.refuse_vote(&rpc) {
+                return json(&refused);
+            }
             let resp = self.raft.vote(rpc).await.map_err(fatal)?;
             json(&resp)
         })
@@ -312,6 +411,9 @@ where
     fn pre_vote(&self, header: Bytes) -> BoxFuture<'_, Result<Bytes, Status>> {
         Box::pin(async move {
             let rpc: VoteRequest<C> = parse(&header)?;
+            if let Some(refused) = self.refuse_vote(&rpc) {
+                return json(&refused);
+            }
             let resp = self.raft.pre_vote(rpc).await.map_err(fatal)?;
             json(&resp)
         })
@@ -348,6 +450,34 @@ where
 
     fn compact(&self) -> BoxFuture<'_, Result<GroupSnapshot, ChronikError>> {
         Box::pin(crate::admin::compact(&self.name, &self.raft))
+    }
+
+    fn quiet(&self) -> Option<Arc<Quiet>> {
+        self.quiet.clone()
+    }
+
+    fn quiesce(&self, leader: u64, term: u64, last_log_index: u64) -> Option<String> {
+        let quiet = self.quiet.as_ref()?;
+        let (rank, addr) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let caught_up = m.last_log_index == Some(last_log_index)
+                && m.local_committed.as_ref().map(|l| l.index()) == Some(last_log_index);
+            if m.state != ServerState::Follower
+                || m.current_leader != Some(leader)
+                || m.current_term != term
+                || !caught_up
+                || m.running_state.is_err()
+            {
+                return None;
+            }
+            let membership = m.membership_config.membership();
+            let followers: Vec<u64> = membership.voter_ids().filter(|v| *v != leader).collect();
+            let rank = followers.iter().position(|v| *v == m.id)?;
+            (rank as u32, membership.get_node(&leader)?.addr.clone())
+        };
+        quiet.follow_quietly(leader, term, rank);
+        Some(addr)
     }
 
     fn state(&self) -> GroupState {

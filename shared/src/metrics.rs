@@ -57,6 +57,13 @@ pub static CLUSTER_NODES: LazyLock<IntGauge> = LazyLock::new(|| {
 pub static RAFT_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec("chronik_raft_state", "Raft state: 0 follower, 1 leader, 2 candidate, 3 learner", &["partition"])
 });
+pub static RAFT_QUIESCENT_GROUPS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "chronik_raft_quiescent_groups",
+        "Partition groups this data node leads that are quiet (idle: no heartbeats, no election timers)",
+        &["node"],
+    )
+});
 pub static RAFT_TERM: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge_vec("chronik_raft_term", "Current Raft term", &["partition"]));
 pub static RAFT_LOG_INDEX: LazyLock<IntGaugeVec> =
@@ -108,7 +115,7 @@ pub static CONSUMER_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 /// Every family of design §8 with its Prometheus type, so [`render`] can list the ones that
 /// have no sample yet.
-fn families() -> [(&'static dyn Collector, &'static str); 14] {
+fn families() -> [(&'static dyn Collector, &'static str); 15] {
     [
         (&*CLUSTER_NODES, "gauge"),
         (&*RAFT_STATE, "gauge"),
@@ -119,6 +126,7 @@ fn families() -> [(&'static dyn Collector, &'static str); 14] {
         (&*RAFT_REPLICATION_LAG_MS, "gauge"),
         (&*RAFT_APPEND_LATENCY_MS, "histogram"),
         (&*RAFT_SNAPSHOT_SIZE_BYTES, "gauge"),
+        (&*RAFT_QUIESCENT_GROUPS, "gauge"),
         (&*KAFKA_REQUESTS, "counter"),
         (&*KAFKA_REQUEST_LATENCY_MS, "histogram"),
         (&*BYTES_IN, "counter"),

@@ -446,3 +446,46 @@ pub async fn wait_first_partition(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A whole cluster in process: control node 1, data nodes 2..=4 whose Raft traffic goes
+/// through `faults`, and gateway 5; every config passes through `tune` first.
+pub struct DataCluster {
+    pub control: ControlNode,
+    pub data: std::collections::BTreeMap<u64, chronik_data_plane::DataNode>,
+    pub gateway: chronik_gateway::Gateway,
+    pub control_port: u16,
+}
+
+impl DataCluster {
+    pub async fn start(dir: &Path, faults: &Faults, tune: fn(&mut ChronikConfig)) -> DataCluster {
+        let control_port = free_port();
+        let mut ccfg = control_config(dir, 1, control_port, vec![]);
+        tune(&mut ccfg);
+        let control = ControlNode::builder(ccfg).start().await.expect("control");
+        let mut data = std::collections::BTreeMap::new();
+        for id in 2..=4u64 {
+            let mut cfg = control_config(dir, id, free_port(), vec![seed(1, control_port)]);
+            tune(&mut cfg);
+            let node =
+                chronik_data_plane::DataNode::builder(cfg).faults(faults.clone()).start().await.expect("data node");
+            assert!(node.wait_registered(Duration::from_secs(20)).await);
+            data.insert(id, node);
+        }
+        let mut gcfg = control_config(dir, 5, free_port(), vec![seed(1, control_port)]);
+        tune(&mut gcfg);
+        let gateway = chronik_gateway::Gateway::builder(gcfg).start().await.expect("gateway");
+        DataCluster { control, data, gateway, control_port }
+    }
+
+    pub fn kafka(&self) -> String {
+        self.gateway.kafka_addr().to_string()
+    }
+
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+        for (_, d) in self.data {
+            d.shutdown().await;
+        }
+        self.control.shutdown().await;
+    }
+}

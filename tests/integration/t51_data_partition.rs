@@ -12,9 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chronik_control_plane::ControlNode;
-use chronik_data_plane::DataNode;
-use chronik_gateway::Gateway;
 use chronik_proto::client::ControlClient;
 use chronik_proto::control::GetMetadataRequest;
 use chronik_raft::Faults;
@@ -43,22 +40,8 @@ async fn leader_of(ctl: &ControlClient, topic: &str) -> Option<u64> {
 async fn isolated_partition_leader_stops_acknowledging_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let faults = Faults::default();
-    let cport = free_port();
-    let mut ccfg = control_config(dir.path(), 1, cport, vec![]);
-    tune(&mut ccfg);
-    let control = ControlNode::builder(ccfg).start().await.expect("control");
-    let mut data = BTreeMap::new();
-    for id in 2..=4u64 {
-        let mut cfg = control_config(dir.path(), id, free_port(), vec![seed(1, cport)]);
-        tune(&mut cfg);
-        let node = DataNode::builder(cfg).faults(faults.clone()).start().await.expect("data node");
-        assert!(node.wait_registered(Duration::from_secs(20)).await);
-        data.insert(id, node);
-    }
-    let mut gcfg = control_config(dir.path(), 5, free_port(), vec![seed(1, cport)]);
-    tune(&mut gcfg);
-    let gateway = Gateway::builder(gcfg).start().await.expect("gateway");
-    let kafka = gateway.kafka_addr().to_string();
+    let cluster = DataCluster::start(dir.path(), &faults, tune).await;
+    let (data, cport, kafka) = (&cluster.data, cluster.control_port, cluster.kafka());
 
     let topic = "isolated";
     let admin: AdminClient<DefaultClientContext> =
@@ -197,9 +180,5 @@ async fn isolated_partition_leader_stops_acknowledging_and_loses_nothing_acknowl
     let offs: Vec<i64> = read.keys().copied().collect();
     assert_eq!(offs, (0..offs.len() as i64).collect::<Vec<_>>());
 
-    gateway.shutdown().await;
-    for (_, d) in data {
-        d.shutdown().await;
-    }
-    control.shutdown().await;
+    cluster.shutdown().await;
 }

@@ -3,7 +3,8 @@
 //! that commits, all recording a history; a seeded nemesis running every fault kind (kill -9,
 //! SIGSTOP, one-way partitions of a node and of a partition leader, a skewed clock, a full
 //! disk, fsync EIO, leadership transfers, decommissioning) while they run; then a final read
-//! and the checker's report. Fails on any anomaly.
+//! and the checker's report. Fails on any anomaly. A second topic nobody writes to during the
+//! faults (its groups quiet) must take a write afterwards and keep the one from before.
 //!
 //!   cargo test --release --test t90_torture -- --ignored --nocapture        # 5 minutes
 //!   TORTURE_SECS=3600 TORTURE_SEED=42 cargo test --release --test t90_torture -- --ignored --nocapture
@@ -69,6 +70,10 @@ async fn campaign() {
     }
     let bootstrap = addrs.join(",");
     cluster.create_topic(workload::TOPIC, PARTITIONS as u32, 3).await;
+    cluster.create_topic(workload::IDLE_TOPIC, PARTITIONS as u32, 3).await;
+    workload::idle_round(&bootstrap, "before", PARTITIONS, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
 
     let history = Arc::new(History::new());
     let stop_producers = Arc::new(AtomicBool::new(false));
@@ -114,6 +119,21 @@ async fn campaign() {
     .await
     .expect("final read");
     let read = read.unwrap_or_else(|e| panic!("seed {seed}: the final read failed: {e}"));
+    // The idle topic's groups spent the faults quiet: each still takes a write, and keeps
+    // what it acknowledged before.
+    workload::idle_round(&bootstrap, "after", PARTITIONS, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: the idle topic after the faults: {e}"));
+    let b = bootstrap.clone();
+    tokio::task::spawn_blocking(move || {
+        workload::idle_check(&b, &["before", "after"], PARTITIONS, Duration::from_secs(120))
+    })
+    .await
+    .expect("idle check")
+    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    eprintln!(
+        "torture: the idle topic's {PARTITIONS} quiet partitions took a write after the faults and kept the one before"
+    );
     // The reader catches up with everything acknowledged before it stops.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

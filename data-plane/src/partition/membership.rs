@@ -58,6 +58,7 @@ impl Partition {
         if !wanted.contains(&self.node_id) {
             if let Some(to) = voters.iter().find(|v| wanted.contains(v) && caught_up(v)) {
                 tracing::info!(target: "chronik_cluster", partition = %self.name, "Moving off node {}: transferring leadership to node {to}", self.node_id);
+                self.quiet.touch();
                 self.raft.trigger().transfer_leader(*to).await.map_err(|e| e.to_string())?;
             }
             return Ok(());
@@ -65,6 +66,7 @@ impl Partition {
         for n in wanted.iter().filter(|n| !voters.contains(n) && !learners.contains(n)) {
             let Some(addr) = addrs.get(n) else { continue };
             tracing::info!(target: "chronik_cluster", partition = %self.name, "Adding node {n} as a learner");
+            self.quiet.touch();
             self.raft.add_learner(*n, BasicNode { addr: addr.clone() }, false).await.map_err(|e| e.to_string())?;
             return Ok(());
         }
@@ -85,6 +87,7 @@ impl Partition {
 
     /// One membership change; replaced voters are removed, not kept as learners.
     async fn change(&self, change: ChangeMembers<u64, BasicNode>) -> Result<(), String> {
+        self.quiet.touch();
         self.raft.change_membership(change, false).await.map(|_| ()).map_err(|e| e.to_string())
     }
 }

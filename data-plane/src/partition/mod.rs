@@ -4,6 +4,7 @@
 mod checkpoint;
 mod data;
 mod membership;
+pub(crate) mod quiet;
 mod retention;
 mod sequencer;
 pub mod state_machine;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chronik_raft::codec::EntryCodec;
 use chronik_raft::errors::write_error;
-use chronik_raft::{GrpcNetworkFactory, PeerPool, PurgeMode, RaftObserver, WalLogStore};
+use chronik_raft::{GrpcNetworkFactory, Liveness, PeerPool, PurgeMode, Quiet, RaftObserver, WalLogStore};
 use chronik_shared::error::{ChronikError, ErrorCode, LeaderHint};
 use openraft::EntryPayload;
 use openraft::Instant as _;
@@ -44,6 +45,8 @@ pub struct PartitionSpec {
     pub lag_threshold: Duration,
     /// Refuses produce while the disk is nearly full.
     pub disk: Arc<chronik_shared::wal::DiskGuard>,
+    /// The node's pings, which stand in for a quiet group's heartbeats.
+    pub liveness: Arc<Liveness>,
 }
 
 pub struct Partition {
@@ -64,6 +67,9 @@ pub struct Partition {
     /// A membership step of a replica move is running (`membership.rs`).
     membership_busy: std::sync::atomic::AtomicBool,
     disk: Arc<chronik_shared::wal::DiskGuard>,
+    /// Whether the group is quiet (no timers) and what stands in for its heartbeats.
+    pub quiet: Arc<Quiet>,
+    liveness: Arc<Liveness>,
 }
 
 pub fn group_name(topic: &str, partition: u32) -> String {
@@ -116,7 +122,11 @@ impl Partition {
         let raft = openraft::Raft::new(node_id, spec.raft, network, store.clone(), sm.clone())
             .await
             .map_err(|e| ChronikError::new(ErrorCode::Unavailable, format!("starting Raft group {name}: {e}")))?;
-        let observer = RaftObserver::spawn(name.clone(), &raft, spec.lag_threshold);
+        let quiet = {
+            let raft = raft.clone();
+            Arc::new(Quiet::new(quorum_window, spec.liveness.clone(), move |on| raft.runtime_config().tick(on)))
+        };
+        let observer = RaftObserver::spawn(name.clone(), &raft, spec.lag_threshold, Some(quiet.clone()));
         // The only voter needs nobody's vote: after a restart it leads at once instead of
         // after an election timeout.
         if store.has_raft_state() {
@@ -145,6 +155,8 @@ impl Partition {
             sequencer: Default::default(),
             membership_busy: Default::default(),
             disk: spec.disk,
+            quiet,
+            liveness: spec.liveness,
         })
     }
 
@@ -164,10 +176,11 @@ impl Partition {
         if m.membership_config.membership().voter_ids().count() <= 1 {
             return true;
         }
-        match &m.last_quorum_acked {
+        let acked = match &m.last_quorum_acked {
             Some(at) => PartitionTypeConfig::now().saturating_duration_since(**at) < self.quorum_window,
             None => false,
-        }
+        };
+        acked || self.quiet_quorum(m)
     }
 
     /// Leads and has applied an entry of its own term, so its index holds everything
@@ -198,10 +211,17 @@ impl Partition {
         let m = self.raft.metrics().borrow_watched().clone();
         let lag = self.observer.lag();
         let max = self.lag_threshold.as_millis() as u64;
+        // Quiet, a follower that had everything when the group went quiet still has it while
+        // its node answers.
+        let quiet_since = self.quiet.credit(m.current_term);
         m.membership_config
             .membership()
             .voter_ids()
-            .filter(|v| *v == self.node_id || lag.get(v).is_some_and(|l| l.ms <= max))
+            .filter(|v| {
+                *v == self.node_id
+                    || lag.get(v).is_some_and(|l| l.ms <= max)
+                    || quiet_since.is_some_and(|s| self.liveness.healthy_since(*v, s))
+            })
             .collect()
     }
 
@@ -246,6 +266,7 @@ impl Partition {
                 ),
             ));
         }
+        self.quiet.touch();
         if !self.is_leader() {
             return Err(self.not_leader());
         }
@@ -398,6 +419,7 @@ impl Partition {
             ));
         }
         tracing::info!(target: "chronik_cluster", partition = %self.name, "Transferring leadership to node {target}");
+        self.quiet.touch();
         self.raft
             .trigger()
             .transfer_leader(target)
@@ -406,6 +428,10 @@ impl Partition {
     }
 
     pub async fn shutdown(&self) {
+        // Its followers wait for this node's pings to tell them (they have no timer).
+        if self.quiet.is_quiet_leader() {
+            self.liveness.record_stopped(&self.name);
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(target: "chronik_raft", partition = %self.name, "Raft group did not stop cleanly: {e}");
         }

@@ -167,6 +167,10 @@ pub struct RaftConfig {
     /// Streams AppendEntries to each follower without waiting for each answer. Off by default
     /// until measured (docs/performance.md); one append at a time batches what arrives meanwhile.
     pub enable_pipeline: bool,
+    /// A partition group with no writes for this long, fully replicated, goes quiet: no
+    /// heartbeats, no election timers; one ping per pair of data nodes watches for failures
+    /// instead. 0 keeps every group heartbeating.
+    pub quiesce_after_ms: u64,
     /// Log entries since the last snapshot that trigger a new one.
     pub snapshot_log_size_threshold: u64,
     /// Bytes per InstallSnapshot chunk; must be below `cluster.network.max_message_size`.
@@ -184,6 +188,7 @@ impl Default for RaftConfig {
             max_payload_entries: 1000,
             max_in_flight: 1000,
             enable_pipeline: false,
+            quiesce_after_ms: 5000,
             snapshot_log_size_threshold: 100_000,
             max_snapshot_chunk_size: 1_048_576,
             replica_lag_time_max_ms: 10_000,

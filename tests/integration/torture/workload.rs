@@ -203,3 +203,55 @@ pub fn final_read(history: &History, bootstrap: &str, partitions: i32, timeout: 
     }
     Ok(read)
 }
+
+/// A topic nobody writes to while the faults run: its groups go quiet (no heartbeats, no
+/// election timers) and have to come through every fault on the node-level pings alone.
+pub const IDLE_TOPIC: &str = "torture-idle";
+
+/// Writes `<round>-<p>` to every partition of [`IDLE_TOPIC`], acks=all, retrying until
+/// `timeout`.
+pub async fn idle_round(bootstrap: &str, round: &str, partitions: i32, timeout: Duration) -> Result<(), String> {
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("message.timeout.ms", timeout.as_millis().to_string())
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| e.to_string())?;
+    for p in 0..partitions {
+        let value = format!("{round}-{p}");
+        producer
+            .send(FutureRecord::<(), _>::to(IDLE_TOPIC).partition(p).payload(&value), timeout)
+            .await
+            .map_err(|(e, _)| format!("writing {value} to {IDLE_TOPIC}-{p}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Reads [`IDLE_TOPIC`] back until each partition has shown `<round>-<p>` for every round.
+pub fn idle_check(bootstrap: &str, rounds: &[&str], partitions: i32, timeout: Duration) -> Result<(), String> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "torture-idle")
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    let mut missing = std::collections::HashSet::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(IDLE_TOPIC, p, Offset::Beginning).map_err(|e| e.to_string())?;
+        missing.extend(rounds.iter().map(|r| (p, format!("{r}-{p}"))));
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    while !missing.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!("{IDLE_TOPIC}: never read back {missing:?}"));
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            missing.remove(&(m.partition(), String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string()));
+        }
+    }
+    Ok(())
+}
