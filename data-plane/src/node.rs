@@ -290,6 +290,17 @@ impl DataNode {
     }
 }
 
+/// A node dropped without [`DataNode::shutdown`] (a test that panicked) still stops its
+/// loops and pings, which would otherwise keep every group alive.
+impl Drop for DataNode {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        self.retention.abort();
+        self.quiesce.abort();
+        self.inner.groups.liveness().stop();
+    }
+}
+
 impl DataNodeBuilder {
     pub fn listener(mut self, l: TcpListener) -> Self {
         self.listener = Some(l);

@@ -31,8 +31,8 @@ pub(crate) async fn quiesce_loop(inner: Arc<DataInner>) {
         let mut ready: Vec<(Arc<Partition>, QuietCandidate)> = Vec::new();
         let partitions = inner.partitions();
         for p in &partitions {
-            if p.quiet_leader_failed() {
-                tracing::warn!(target: "chronik_raft", partition = %p.name, "Quiet group stopped; its followers will elect a new leader");
+            if p.leader_failed() {
+                tracing::warn!(target: "chronik_raft", partition = %p.name, "Group stopped while leading; its quiet followers are told through the pings");
             }
             if p.quiet.is_quiet() {
                 quiet += 1;
@@ -55,7 +55,7 @@ pub(crate) async fn quiesce_loop(inner: Arc<DataInner>) {
             // Its followers' nodes must be watched, and up, before the group depends on them.
             let mut up = true;
             for (f, addr) in &c.followers {
-                liveness.track(*f, addr);
+                liveness.track(*f, addr, None);
                 up &= liveness.is_up(*f);
             }
             if up {
@@ -71,7 +71,8 @@ pub(crate) async fn quiesce_loop(inner: Arc<DataInner>) {
         let accepted = ask_followers(&inner, &ready).await;
         for (p, c) in ready {
             let all = c.followers.iter().all(|(f, _)| accepted.get(f).is_some_and(|a| a.contains(&p.name)));
-            if all && p.quiet.lead_quietly(c.term, c.followers.iter().map(|(f, _)| *f).collect(), now, c.activity) {
+            let followers = c.followers.iter().map(|(f, _)| *f).collect();
+            if all && p.quiet.lead_quietly(c.term, c.last_log_index, followers, now, c.activity) {
                 tracing::debug!(target: "chronik_raft", partition = %p.name, "Group quiet at index {}", c.last_log_index);
             }
         }
@@ -91,6 +92,7 @@ async fn ask_followers(inner: &DataInner, ready: &[(Arc<Partition>, QuietCandida
         }
     }
     let me = inner.node_id;
+    let (incarnation, epoch) = inner.groups.liveness().identity();
     let timeout = Duration::from_millis(inner.cfg.cluster.raft.election_timeout_ms);
     let calls = asks.into_iter().map(|(f, (addr, groups))| async move {
         let mut accepted = HashSet::new();
@@ -98,7 +100,7 @@ async fn ask_followers(inner: &DataInner, ready: &[(Arc<Partition>, QuietCandida
         if inner.pool.cut_either_way(f) {
             return (f, accepted);
         }
-        let req = QuiesceRequest { node_id: me, groups };
+        let req = QuiesceRequest { node_id: me, groups, incarnation, epoch };
         match tokio::time::timeout(timeout, client.quiesce(req)).await {
             Ok(Ok(r)) => accepted.extend(r.into_inner().accepted),
             Ok(Err(e)) => {

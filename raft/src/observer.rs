@@ -77,7 +77,13 @@ impl RaftObserver {
                 }
                 observe(&partition, &snapshot, &mut prev);
                 if let Some(q) = &quiet {
-                    q.reconcile(snapshot.state == ServerState::Leader, snapshot.state == ServerState::Follower);
+                    q.reconcile(crate::quiesce::Seen {
+                        leading: snapshot.state == ServerState::Leader,
+                        following: snapshot.state == ServerState::Follower,
+                        term: snapshot.current_term,
+                        leader: snapshot.current_leader,
+                        last_log_index: snapshot.last_log_index,
+                    });
                     tracker.woke = q.last_wake();
                 }
                 if let Some(now) = tracker.update(&partition, &snapshot) {

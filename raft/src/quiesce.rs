@@ -36,17 +36,12 @@ const STOPPED_KEPT: usize = 1024;
 enum Role {
     #[default]
     Awake,
-    Leading {
-        term: u64,
-        followers: Vec<u64>,
-    },
+    /// `index`: the last log index when the group went quiet; a log that grows past it means
+    /// a write got in without waking the leader.
+    Leading { term: u64, index: u64, followers: Vec<u64> },
     /// `rank`: this follower's place among the group's followers, which staggers their
     /// elections when the leader goes away.
-    Following {
-        leader: u64,
-        term: u64,
-        rank: u32,
-    },
+    Following { leader: u64, term: u64, rank: u32 },
 }
 
 /// Until when a woken leader may still count on the pings instead of its followers' acks.
@@ -80,6 +75,16 @@ pub struct Quiet {
     window: Duration,
     liveness: Arc<Liveness>,
     st: Mutex<State>,
+}
+
+/// What openraft's metrics say of a group, for [`Quiet::reconcile`].
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub leading: bool,
+    pub following: bool,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
 }
 
 /// What the pings found out about a peer.
@@ -122,14 +127,17 @@ impl Quiet {
     /// write stays quiet: awake, it would campaign against a leader that is fine.)
     pub fn touch(&self) {
         self.activity.fetch_add(1, Ordering::SeqCst);
-        if self.is_quiet() && matches!(self.lock().role, Role::Leading { .. }) {
-            self.wake();
+        if self.is_quiet() {
+            let mut st = self.lock();
+            if matches!(st.role, Role::Leading { .. }) {
+                self.wake_locked(&mut st);
+            }
         }
     }
 
-    /// Goes quiet as leader of `term` unless something was written since `activity` was read.
-    /// `since`: when the followers' nodes were last all known to be up.
-    pub fn lead_quietly(&self, term: u64, followers: Vec<u64>, since: Instant, activity: u64) -> bool {
+    /// Goes quiet as leader of `term` at log `index` unless something was written since
+    /// `activity` was read. `since`: when the followers' nodes were last all known to be up.
+    pub fn lead_quietly(&self, term: u64, index: u64, followers: Vec<u64>, since: Instant, activity: u64) -> bool {
         let mut st = self.lock();
         // Set before the activity is read again, so a concurrent `touch` either is seen here
         // or sees the flag and wakes the group.
@@ -138,7 +146,7 @@ impl Quiet {
             self.quiet.store(false, Ordering::SeqCst);
             return false;
         }
-        st.role = Role::Leading { term, followers };
+        st.role = Role::Leading { term, index, followers };
         st.generation += 1;
         st.doubting = false;
         st.credit = Some(Credit { term, since, until: None });
@@ -162,31 +170,41 @@ impl Quiet {
         if !self.is_quiet() {
             return;
         }
-        let same = matches!(self.lock().role, Role::Following { leader: l, term: t, .. } if l == leader && t == term);
+        let mut st = self.lock();
+        let same = matches!(st.role, Role::Following { leader: l, term: t, .. } if l == leader && t == term);
         if has_entries || !same {
-            self.wake();
+            self.wake_locked(&mut st);
         }
     }
 
-    /// The group's state as openraft reports it: a quiet role the group no longer has (a quiet
-    /// follower that won an election, a quiet leader that saw a higher term) ends.
-    pub fn reconcile(&self, leading: bool, following: bool) {
+    /// The group as openraft reports it: a quiet role the group no longer has ends (a quiet
+    /// follower that won an election or voted for another leader, a quiet leader that saw a
+    /// higher term or whose log grew).
+    pub fn reconcile(&self, seen: Seen) {
         if !self.is_quiet() {
             return;
         }
-        let stale = match self.lock().role {
-            Role::Leading { .. } => !leading,
-            Role::Following { .. } => !following,
+        let mut st = self.lock();
+        let stale = match st.role {
+            Role::Leading { term, index, .. } => {
+                !seen.leading || seen.term != term || seen.last_log_index != Some(index)
+            }
+            Role::Following { leader, term, .. } => !seen.following || seen.term != term || seen.leader != Some(leader),
             Role::Awake => false,
         };
         if stale {
-            self.wake();
+            self.wake_locked(&mut st);
         }
     }
 
     /// Timers back on.
     pub fn wake(&self) {
         let mut st = self.lock();
+        self.wake_locked(&mut st);
+    }
+
+    /// Checked and changed under one lock, so a role taken meanwhile is not woken by mistake.
+    fn wake_locked(&self, st: &mut State) {
         if st.role == Role::Awake {
             return;
         }
@@ -204,8 +222,9 @@ impl Quiet {
     }
 
     fn wake_if(&self, generation: u64) {
-        if self.lock().generation == generation {
-            self.wake();
+        let mut st = self.lock();
+        if st.generation == generation {
+            self.wake_locked(&mut st);
         }
     }
 
@@ -216,26 +235,30 @@ impl Quiet {
         (c.term == term && c.until.is_none_or(|u| Instant::now() < u)).then_some(c.since)
     }
 
-    /// Whether this quiet replica refuses a candidate of its group. Without heartbeats every
-    /// lease has long expired, so a replica cut off from the leader alone (or woken by
-    /// mistake) would otherwise win the others over and depose a working leader. A quiet
-    /// follower refuses while its leader's node answers its pings; a quiet leader always, and
-    /// wakes to bring the candidate back in line with its heartbeats.
-    pub fn refuses_candidates(&self) -> bool {
+    /// Whether this quiet replica refuses `candidate`. Without heartbeats every lease has
+    /// long expired, so a replica cut off from the leader alone (or woken by mistake) would
+    /// otherwise win the others over and depose a working leader. A quiet follower refuses
+    /// while its leader's node answers its pings, unless the candidate is that leader (it
+    /// lost leadership, say by handing it over); a quiet leader always, and wakes to bring
+    /// the candidate back in line with its heartbeats.
+    pub fn refuses_candidate(&self, candidate: u64) -> bool {
         if !self.is_quiet() {
             return false;
         }
-        let role = {
-            let st = self.lock();
-            if st.doubting {
-                return false;
+        let mut st = self.lock();
+        if st.doubting {
+            return false;
+        }
+        match st.role {
+            Role::Following { leader, .. } => {
+                let leader_up = leader != candidate && self.liveness.answering(leader);
+                if !leader_up {
+                    st.doubting = true;
+                }
+                leader_up
             }
-            st.role.clone()
-        };
-        match role {
-            Role::Following { leader, .. } => self.liveness.answering(leader),
             Role::Leading { .. } => {
-                self.wake();
+                self.wake_locked(&mut st);
                 true
             }
             Role::Awake => false,
@@ -245,10 +268,6 @@ impl Quiet {
     /// When the timers last came back on.
     pub fn last_wake(&self) -> Option<Instant> {
         self.lock().last_wake
-    }
-
-    pub fn is_quiet_leader(&self) -> bool {
-        self.is_quiet() && matches!(self.lock().role, Role::Leading { .. })
     }
 
     /// Whether `event` on `peer` concerns this group and, if so, after how long it wakes
@@ -351,13 +370,19 @@ impl Liveness {
         }
     }
 
-    /// Pings `peer` at `addr` from now on (a quiet group depends on it).
-    pub fn track(self: &Arc<Self>, peer: u64, addr: &str) {
+    /// Pings `peer` at `addr` from now on (a quiet group depends on it). `known`: the peer's
+    /// incarnation and stop epoch as it told this node, so that a restart or a stop after
+    /// that is not taken for the state the first ping finds.
+    pub fn track(self: &Arc<Self>, peer: u64, addr: &str, known: Option<(u64, u64)>) {
         let Some(monitor) = self.monitor.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return };
         let mut peers = self.peers();
         if let Some(p) = peers.get_mut(&peer) {
             if p.addr != addr {
                 p.addr = addr.to_string();
+            }
+            if let (None, Some((incarnation, epoch))) = (p.incarnation, known) {
+                p.incarnation = Some(incarnation);
+                p.seen_epoch = epoch;
             }
             return;
         }
@@ -369,24 +394,34 @@ impl Liveness {
                 last_ok: Instant::now(),
                 healthy_since: None,
                 down: false,
-                incarnation: None,
-                seen_epoch: 0,
+                incarnation: known.map(|k| k.0),
+                seen_epoch: known.map_or(0, |k| k.1),
                 task: Some(task),
             },
         );
     }
 
-    /// Whether `peer` is up and has answered every ping since `since`.
+    fn down_after(&self) -> Option<Duration> {
+        self.monitor.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|m| m.down_after)
+    }
+
+    /// Whether `peer` is up, has answered every ping since `since`, and answered one lately
+    /// (a node that was itself stalled knows nothing of the time it was away).
     pub fn healthy_since(&self, peer: u64, since: Instant) -> bool {
-        self.peers().get(&peer).is_some_and(|p| !p.down && p.healthy_since.is_some_and(|h| h <= since))
+        let Some(down_after) = self.down_after() else { return false };
+        self.peers()
+            .get(&peer)
+            .is_some_and(|p| !p.down && p.healthy_since.is_some_and(|h| h <= since) && p.last_ok.elapsed() < down_after)
+    }
+
+    /// This node's incarnation and stop epoch, for its followers to start watching from.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.incarnation, self.stopped.lock().unwrap_or_else(|p| p.into_inner()).epoch)
     }
 
     /// Whether `peer` answered a ping within the last half of the time that makes it down.
     pub fn answering(&self, peer: u64) -> bool {
-        let Some(recent) = self.monitor.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|m| m.down_after / 2)
-        else {
-            return false;
-        };
+        let Some(recent) = self.down_after().map(|d| d / 2) else { return false };
         self.peers().get(&peer).is_some_and(|p| !p.down && p.healthy_since.is_some() && p.last_ok.elapsed() < recent)
     }
 
@@ -433,6 +468,13 @@ impl Liveness {
                     p.seen_epoch = 0;
                 }
                 p.incarnation = Some(a.incarnation);
+                // An answer after a silence as long as a down peer's (this node was stalled,
+                // or the pings were late) counts as a fresh start: what depended on the peer
+                // meanwhile is re-checked.
+                if !p.down && p.healthy_since.is_some() && now.duration_since(p.last_ok) >= down_after {
+                    events.push(PeerEvent::Down);
+                    p.healthy_since = None;
+                }
                 if p.down || p.healthy_since.is_none() {
                     p.healthy_since = Some(now);
                 }
@@ -533,10 +575,10 @@ mod tests {
         let (q, ticks) = quiet();
         let seen = q.activity();
         q.touch();
-        assert!(!q.lead_quietly(3, vec![2, 3], Instant::now(), seen));
+        assert!(!q.lead_quietly(3, 7, vec![2, 3], Instant::now(), seen));
         assert!(!q.is_quiet());
         assert!(ticks.lock().unwrap().is_empty(), "the ticker was never touched");
-        assert!(q.lead_quietly(3, vec![2, 3], Instant::now(), q.activity()));
+        assert!(q.lead_quietly(3, 7, vec![2, 3], Instant::now(), q.activity()));
         assert_eq!(*ticks.lock().unwrap(), vec![false]);
         q.touch();
         assert!(!q.is_quiet());
@@ -571,7 +613,7 @@ mod tests {
         assert!(q.affected(1, &stopped, "t-0", step).is_none());
         assert!(q.affected(1, &stopped, "t-1", step).is_some());
         let (l, _) = quiet();
-        assert!(l.lead_quietly(5, vec![2, 3], Instant::now(), l.activity()));
+        assert!(l.lead_quietly(5, 9, vec![2, 3], Instant::now(), l.activity()));
         assert_eq!(l.affected(3, &PeerEvent::Restarted, "t-0", step).map(|a| a.0), Some(Duration::ZERO));
         assert!(l.affected(3, &stopped, "t-1", step).is_none());
         // A wake-up meant for an earlier role does nothing.
@@ -580,6 +622,43 @@ mod tests {
         q.follow_quietly(4, 6, 0);
         q.wake_if(generation);
         assert!(q.is_quiet());
+    }
+
+    #[test]
+    fn a_quiet_role_the_group_no_longer_has_ends() {
+        let seen = |leading, term, leader, last| Seen {
+            leading,
+            following: !leading,
+            term,
+            leader: Some(leader),
+            last_log_index: Some(last),
+        };
+        let (l, _) = quiet();
+        assert!(l.lead_quietly(5, 9, vec![2, 3], Instant::now(), l.activity()));
+        l.reconcile(seen(true, 5, 1, 9));
+        assert!(l.is_quiet());
+        // An entry got into the log without a touch: the leader must heartbeat again.
+        l.reconcile(seen(true, 5, 1, 10));
+        assert!(!l.is_quiet());
+        let (f, _) = quiet();
+        f.follow_quietly(1, 5, 0);
+        f.reconcile(seen(false, 5, 1, 9));
+        assert!(f.is_quiet());
+        // It voted for the node its leader handed leadership to.
+        f.reconcile(seen(false, 6, 3, 9));
+        assert!(!f.is_quiet());
+    }
+
+    #[test]
+    fn a_quiet_follower_never_refuses_its_own_leader() {
+        let (f, _) = quiet();
+        f.follow_quietly(1, 5, 0);
+        assert!(!f.refuses_candidate(1));
+        let (l, ticks) = quiet();
+        assert!(l.lead_quietly(5, 9, vec![2, 3], Instant::now(), l.activity()));
+        assert!(l.refuses_candidate(2), "a quiet leader keeps its group");
+        assert!(!l.is_quiet(), "and wakes to heartbeat the candidate back");
+        assert_eq!(*ticks.lock().unwrap(), vec![false, true]);
     }
 
     #[test]

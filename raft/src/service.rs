@@ -270,7 +270,7 @@ impl RaftService for RaftServiceImpl {
             if let Some(addr) = g.quiesce(req.node_id, q.term, q.last_log_index) {
                 // Watched before anything depends on it.
                 if leader_addr.as_ref() != Some(&addr) {
-                    self.groups.liveness().track(req.node_id, &addr);
+                    self.groups.liveness().track(req.node_id, &addr, Some((req.incarnation, req.epoch)));
                     leader_addr = Some(addr);
                 }
                 accepted.push(q.group);
@@ -332,13 +332,13 @@ where
     C: EntryCodec<NodeId = u64, Node = BasicNode, Term = u64>,
     SM: RaftStateMachine<C, SnapshotData = SnapshotFiles>,
 {
-    /// What a quiet replica says to a candidate (see [`Quiet::refuses_candidates`]); a
+    /// What a quiet replica says to a candidate (see [`Quiet::refuses_candidate`]); a
     /// transfer the leader asked for goes through.
     fn refuse_vote(&self, req: &VoteRequest<C>) -> Option<openraft::raft::VoteResponse<C>> {
         if req.leadership_transfer || self.raft.metrics().borrow_watched().running_state.is_err() {
             return None;
         }
-        if !self.quiet.as_ref()?.refuses_candidates() {
+        if !self.quiet.as_ref()?.refuses_candidate(*req.vote.leader_id().node_id()) {
             return None;
         }
         let m = self.raft.metrics();

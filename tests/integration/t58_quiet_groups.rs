@@ -47,6 +47,19 @@ fn all_quiet(data: &BTreeMap<u64, DataNode>, p: u32) -> bool {
     data.values().all(|d| d.inner().partition(TOPIC, p).is_ok_and(|r| r.quiet.is_quiet()))
 }
 
+/// `name` with `partitions` partitions, RF=3, through the gateway's Kafka API.
+async fn create_topic(kafka: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", kafka).create().expect("admin");
+    for r in admin
+        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(3))], &AdminOptions::new())
+        .await
+        .expect("create")
+    {
+        r.expect("created");
+    }
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
@@ -69,15 +82,7 @@ async fn idle_groups_go_quiet_and_still_fail_over() {
     let faults = Faults::default();
     let cluster = DataCluster::start(dir.path(), &faults, tune).await;
     let (data, kafka) = (&cluster.data, cluster.kafka());
-    let admin: AdminClient<DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka).create().expect("admin");
-    for r in admin
-        .create_topics(&[NewTopic::new(TOPIC, PARTITIONS as i32, TopicReplication::Fixed(3))], &AdminOptions::new())
-        .await
-        .expect("create")
-    {
-        r.expect("created");
-    }
+    create_topic(&kafka, TOPIC, PARTITIONS as i32).await;
     let producer: FutureProducer = producer_config(&kafka).create().expect("producer");
     for p in 0..PARTITIONS {
         assert_eq!(send(&producer, p, &format!("first-{p}")).await, 0);
@@ -168,5 +173,52 @@ async fn idle_groups_go_quiet_and_still_fail_over() {
         }
     }
 
+    cluster.shutdown().await;
+}
+
+/// A quiet group's leadership handed over (the balancer does this) to a replica whose
+/// messages cannot reach the third one, and then that new leader cut off: the old leader and
+/// the third replica, which only voted for the handover, still elect a leader between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_group_handed_over_still_elects_when_the_new_leader_goes() {
+    const HANDOVER: &str = "handover";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let faults = Faults::default();
+    let cluster = DataCluster::start(dir.path(), &faults, tune).await;
+    let (data, kafka) = (&cluster.data, cluster.kafka());
+    create_topic(&kafka, HANDOVER, 1).await;
+    let producer: FutureProducer =
+        producer_config(&kafka).set("message.timeout.ms", "60000").create().expect("producer");
+    let first = producer
+        .send(FutureRecord::<(), _>::to(HANDOVER).partition(0).payload("before"), Duration::from_secs(30))
+        .await
+        .expect("first record");
+    assert_eq!(first.offset, 0);
+    let replica = |id: u64| data[&id].inner().partition(HANDOVER, 0).expect("replica");
+    let leading = || data.keys().copied().filter(|id| replica(*id).is_leader()).collect::<Vec<_>>();
+    wait_for("the group quiet on all replicas", Duration::from_secs(30), || {
+        data.keys().all(|id| replica(*id).quiet.is_quiet())
+    })
+    .await;
+    let old = leading()[0];
+    let others: Vec<u64> = data.keys().copied().filter(|id| *id != old).collect();
+    let (new, third) = (others[0], others[1]);
+
+    faults.block(new, third);
+    replica(old).transfer_leader(new).await.expect("transfer");
+    wait_for(&format!("node {new} leading after the handover"), Duration::from_secs(30), || leading() == vec![new])
+        .await;
+    faults.isolate(new, &[old, third]);
+    wait_for("a leader elected by the two replicas left", Duration::from_secs(30), || {
+        let l = leading();
+        l.len() == 1 && l[0] != new
+    })
+    .await;
+    let after = producer
+        .send(FutureRecord::<(), _>::to(HANDOVER).partition(0).payload("after"), Duration::from_secs(60))
+        .await
+        .expect("a write after the new leader went");
+    assert!(after.offset >= 1, "the log goes on after the records before: {}", after.offset);
+    faults.heal();
     cluster.shutdown().await;
 }

@@ -70,6 +70,8 @@ pub struct Partition {
     /// Whether the group is quiet (no timers) and what stands in for its heartbeats.
     pub quiet: Arc<Quiet>,
     liveness: Arc<Liveness>,
+    /// This replica's stop as leader has been reported to the peers' pings.
+    stop_reported: std::sync::atomic::AtomicBool,
 }
 
 pub fn group_name(topic: &str, partition: u32) -> String {
@@ -157,6 +159,7 @@ impl Partition {
             disk: spec.disk,
             quiet,
             liveness: spec.liveness,
+            stop_reported: Default::default(),
         })
     }
 
@@ -286,6 +289,8 @@ impl Partition {
             // Handed to Raft before the turn ends, so the producer's next batch lands after
             // this one in the log.
             let (responder, written) = ProgressResponder::complete_only();
+            // Again: the group may have gone quiet while the batch waited for its turn.
+            self.quiet.touch();
             self.raft
                 .client_write_ff(DataCommand::Append { batch: batch_bytes }, Some(responder))
                 .await
@@ -428,9 +433,9 @@ impl Partition {
     }
 
     pub async fn shutdown(&self) {
-        // Its followers wait for this node's pings to tell them (they have no timer).
-        if self.quiet.is_quiet_leader() {
-            self.liveness.record_stopped(&self.name);
+        // Quiet followers wait for this node's pings to tell them (they have no timer).
+        if self.raft.metrics().borrow_watched().current_leader == Some(self.node_id) {
+            self.report_stop();
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(target: "chronik_raft", partition = %self.name, "Raft group did not stop cleanly: {e}");

@@ -3,8 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
+use openraft::Instant as _;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
+use openraft::type_config::TypeConfigExt;
 
 use super::Partition;
 use crate::types::PartitionTypeConfig;
@@ -54,11 +56,17 @@ impl Partition {
             return None;
         }
         let repl = m.replication.as_ref()?;
+        let now = PartitionTypeConfig::now();
         let mut followers = Vec::new();
         for v in membership.voter_ids().filter(|v| *v != self.node_id) {
             let matched = repl.get(&v).and_then(|l| l.as_ref()).map(|l| l.index);
+            // Heard from through Raft itself lately, not only through the pings: the lag last
+            // measured is what the group keeps while quiet (a follower back from a pause had
+            // been pinged but not yet heartbeated, and stayed "4 s behind" for good).
+            let acked = m.heartbeat.as_ref().and_then(|h| h.get(&v).cloned().flatten()).map(|t| *t);
+            let fresh = acked.is_some_and(|t| now.saturating_duration_since(t) < self.quorum_window / 4);
             let addr = membership.get_node(&v)?.addr.clone();
-            if matched != Some(last) {
+            if matched != Some(last) || !fresh {
                 return None;
             }
             followers.push((v, addr));
@@ -69,10 +77,22 @@ impl Partition {
         Some(QuietCandidate { term: m.current_term, last_log_index: last, followers, activity })
     }
 
-    /// A quiet leader whose group stopped on a storage failure: its followers must hear of
-    /// it from the pings. True once, when that is first seen.
-    pub fn quiet_leader_failed(&self) -> bool {
-        if !self.quiet.is_quiet_leader() || self.raft.metrics().borrow_watched().running_state.is_ok() {
+    /// A group this replica led stopped on a storage failure. Followers that went quiet
+    /// under it (the leader itself may have woken since) hear of it only from the pings.
+    /// True once, when that is first seen.
+    pub fn leader_failed(&self) -> bool {
+        let failed = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            m.running_state.is_err() && m.current_leader == Some(self.node_id)
+        };
+        failed && self.report_stop()
+    }
+
+    /// This replica stops leading without telling its followers (a failure, a stop, its
+    /// removal): reported once in this node's pings.
+    pub(super) fn report_stop(&self) -> bool {
+        if self.stop_reported.swap(true, Ordering::SeqCst) {
             return false;
         }
         self.quiet.wake();
