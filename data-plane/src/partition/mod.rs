@@ -273,10 +273,11 @@ impl Partition {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
+        self.ensure_lease().await?;
         let group = format!("partition {}", self.name);
+        let term = self.raft.metrics().borrow_watched().current_term;
         let written = {
             let turn = if info.producer_id >= 0 {
-                let term = self.raft.metrics().borrow_watched().current_term;
                 let committed = || {
                     let idx = self.sm.lock();
                     let p = idx.producers.get(&info.producer_id)?;
@@ -302,6 +303,13 @@ impl Partition {
         };
         let write = async {
             match written.await {
+                Ok(Err(e @ openraft::error::ClientWriteError::ForwardToLeader(_))) => {
+                    // Refused, not appended: the producer's sequence must not move past it.
+                    if info.producer_id >= 0 {
+                        self.sequencer.rewind(term, info.producer_id, info.producer_epoch, info.base_sequence);
+                    }
+                    Err(write_error(RaftError::APIError(e), &group))
+                }
                 Ok(r) => r.map_err(|e| write_error(RaftError::APIError(e), &group)),
                 Err(_) => Err(ChronikError::new(
                     ErrorCode::Unavailable,
@@ -331,6 +339,32 @@ impl Partition {
                     }
                 }
             }
+        }
+    }
+
+    /// openraft refuses writes from a leader that has not heard from a quorum within its lease
+    /// (`election_timeout_max`), yet stays leader in the same term: a quiet group just woken,
+    /// or one whose followers were slow. Proposed then, an idempotent producer's batch would
+    /// be refused after the sequencer let its successors go. So: a fresh quorum ack first,
+    /// with half the lease to spare, asking for a heartbeat round if there is none.
+    async fn ensure_lease(&self) -> Result<(), ChronikError> {
+        let lease = self.quorum_window / 2;
+        let fresh = |m: &openraft::RaftMetrics<PartitionTypeConfig>| {
+            m.membership_config.membership().voter_ids().count() <= 1
+                || m.last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|t| PartitionTypeConfig::now().saturating_duration_since(**t) < lease / 2)
+        };
+        if fresh(&self.raft.metrics().borrow_watched()) {
+            return Ok(());
+        }
+        let _ = self.raft.trigger().heartbeat().await;
+        match self.raft.wait(Some(lease)).metrics(|m| fresh(m), "a fresh quorum ack").await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ChronikError::new(
+                ErrorCode::NotLeader,
+                format!("partition {} has not heard from a quorum of its replicas lately; retry", self.name),
+            )),
         }
     }
 

@@ -115,6 +115,24 @@ impl Drop for Turn<'_> {
 }
 
 impl Sequencer {
+    /// Raft refused the batch at `base` (from producer `producer_id`, epoch `epoch`) that this
+    /// leader proposed in `term`: it is not in the log, so the producer's next sequence goes
+    /// back to it and its successors wait for its retry instead of being proposed over a gap.
+    pub fn rewind(&self, term: u64, producer_id: i64, epoch: i16, base: i32) {
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = slots.get_mut(&producer_id)
+                && slot.term == term
+                && slot.epoch == epoch
+                && base.wrapping_sub(slot.next) < 0
+            {
+                slot.next = base;
+                slot.missing = None;
+            }
+        }
+        self.advanced.notify_waiters();
+    }
+
     /// Returns once `info` may be proposed in `term`: it is the producer's next batch or a
     /// retry of an earlier one. `committed` gives the producer's epoch and last sequence as
     /// the state machine knows it (None for a producer it has never seen). The batch after
@@ -277,6 +295,22 @@ mod tests {
         assert_eq!(retry.advance, Some((53, 54)));
         retry.proposed();
         seq.admit(1, &batch(6, 54, 1), || Some((0, 52))).await.unwrap().proposed();
+    }
+
+    #[tokio::test]
+    async fn a_batch_raft_refused_is_waited_for_again() {
+        let seq = Sequencer::default();
+        seq.admit(1, &batch(2, 688, 1), || Some((0, 687))).await.unwrap().proposed();
+        // Refused by Raft (an expired leader lease): not in the log.
+        seq.rewind(1, 2, 0, 688);
+        let b689 = batch(2, 689, 1);
+        let next = seq.admit(1, &b689, || Some((0, 687)));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), next).await.is_err(),
+            "689 waits for 688's retry instead of going over the gap"
+        );
+        seq.admit(1, &batch(2, 688, 1), || Some((0, 687))).await.unwrap().proposed();
+        seq.admit(1, &batch(2, 689, 1), || Some((0, 687))).await.unwrap().proposed();
     }
 
     #[tokio::test]
