@@ -86,7 +86,12 @@ impl RaftObserver {
                     });
                     tracker.woke = q.last_wake();
                 }
-                if let Some(now) = tracker.update(&partition, &snapshot) {
+                // Quiet, the leader's followers hold everything it has (the group went quiet
+                // only then) and their nodes answer: no lag, whatever was measured last.
+                let settled = quiet.as_ref().is_some_and(|q| q.is_quiet()) && snapshot.state == ServerState::Leader;
+                if settled {
+                    *shared.lock().unwrap_or_else(|p| p.into_inner()) = tracker.settle(&partition, &snapshot);
+                } else if let Some(now) = tracker.update(&partition, &snapshot) {
                     *shared.lock().unwrap_or_else(|p| p.into_inner()) = now;
                 }
                 if snapshot.state == ServerState::Shutdown {
@@ -188,6 +193,23 @@ impl LagTracker {
             reported: BTreeSet::new(),
             woke: None,
         }
+    }
+
+    /// Every follower of a quiet group in sync: lag 0, exported as such.
+    fn settle<C>(&mut self, partition: &str, mt: &RaftMetrics<C>) -> BTreeMap<u64, FollowerLag>
+    where
+        C: RaftTypeConfig<NodeId = u64, Term = u64>,
+    {
+        let mut out = BTreeMap::new();
+        for node in mt.replication.iter().flat_map(|r| r.keys()).copied().filter(|n| *n != mt.id) {
+            let node_s = node.to_string();
+            m::RAFT_REPLICATION_LAG_ENTRIES.with_label_values(&[partition, &node_s]).set(0);
+            m::RAFT_REPLICATION_LAG_MS.with_label_values(&[partition, &node_s]).set(0);
+            self.warned.remove(&node);
+            self.reported.insert(node);
+            out.insert(node, FollowerLag { entries: 0, ms: 0 });
+        }
+        out
     }
 
     /// Removes the lag samples of every follower this tracker reported.
