@@ -376,16 +376,20 @@ where
         // Each request's sender and whether it carried entries, for the quiet follower to
         // wake once the answer shows it was stored.
         let sent: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, u64, bool)>>> = Arc::default();
-        let noted = sent.clone();
+        // Groups that never go quiet (`__meta`) keep no such record.
+        let noted = self.quiet.is_some().then(|| sent.clone());
         let (requests, failed) = crate::until_error::until_error(input.map(move |m| {
             let rpc = m.and_then(|(header, entries)| append_request::<C>(header, entries))?;
-            noted.lock().unwrap_or_else(|p| p.into_inner()).push_back(sender::<C>(&rpc));
+            if let Some(noted) = &noted {
+                noted.lock().unwrap_or_else(|p| p.into_inner()).push_back(sender::<C>(&rpc));
+            }
             Ok(rpc)
         }));
         let quiet = self.quiet.clone();
         let answers = self.raft.stream_append(requests).map(move |r| {
-            let request = sent.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-            if let (Some(q), Some((leader, term, has_entries))) = (&quiet, request) {
+            if let Some(q) = &quiet
+                && let Some((leader, term, has_entries)) = sent.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+            {
                 q.on_append(leader, term, has_entries);
             }
             match r {
