@@ -203,8 +203,9 @@ impl fmt::Display for ControlResponse {
 }
 
 impl AppPayload for ControlCommand {
-    fn encode_payload(&self, out: &mut Vec<u8>) -> io::Result<()> {
-        serde_json::to_writer(out, self).map_err(io::Error::other)
+    fn encode_payload(&self, out: &mut Vec<u8>) -> io::Result<Bytes> {
+        serde_json::to_writer(out, self).map_err(io::Error::other)?;
+        Ok(Bytes::new())
     }
 
     fn decode_payload(body: Bytes) -> io::Result<Self> {

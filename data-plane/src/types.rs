@@ -51,14 +51,13 @@ impl fmt::Display for DataCommand {
 }
 
 impl AppPayload for DataCommand {
-    fn encode_payload(&self, out: &mut Vec<u8>) -> io::Result<()> {
+    fn encode_payload(&self, out: &mut Vec<u8>) -> io::Result<Bytes> {
         match self {
             DataCommand::Append { batch } => {
                 out.push(TAG_APPEND);
-                out.extend_from_slice(batch);
+                Ok(batch.clone())
             }
         }
-        Ok(())
     }
 
     fn decode_payload(body: Bytes) -> io::Result<Self> {

@@ -12,13 +12,17 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 /// A plane's log entry encoding. Implemented with [`impl_entry_codec!`] for type configs
 /// that use openraft's default `Entry` and `EntryPayload`.
 pub trait EntryCodec: openraft::RaftTypeConfig {
-    fn encode_entry(entry: &Self::Entry, out: &mut Vec<u8>) -> io::Result<()>;
+    /// Writes `entry` into `out` up to a trailing buffer it returns (empty if none): the
+    /// encoding is `out` followed by that buffer, so a record batch need not be copied to be
+    /// written or sent.
+    fn encode_entry(entry: &Self::Entry, out: &mut Vec<u8>) -> io::Result<Bytes>;
     fn decode_entry(bytes: Bytes) -> io::Result<Self::Entry>;
 }
 
 /// The binary form of a plane's application data (`D` of its type config).
 pub trait AppPayload: Sized {
-    fn encode_payload(&self, out: &mut Vec<u8>) -> io::Result<()>;
+    /// Like [`EntryCodec::encode_entry`]: writes into `out` up to a trailing buffer it returns.
+    fn encode_payload(&self, out: &mut Vec<u8>) -> io::Result<Bytes>;
     fn decode_payload(body: Bytes) -> io::Result<Self>;
 }
 
@@ -38,12 +42,12 @@ pub struct EntryHeader<L, M> {
     pub membership: Option<M>,
 }
 
-/// Writes `header` and `body` in the entry layout.
+/// Writes `header` and `body` in the entry layout; returns the trailing buffer `body` returned.
 pub fn encode_parts<H: Serialize>(
     header: &H,
-    body: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+    body: impl FnOnce(&mut Vec<u8>) -> io::Result<Bytes>,
     out: &mut Vec<u8>,
-) -> io::Result<()> {
+) -> io::Result<Bytes> {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
     serde_json::to_writer(&mut *out, header).map_err(io::Error::other)?;
@@ -79,13 +83,13 @@ macro_rules! impl_entry_codec {
             fn encode_entry(
                 entry: &<$tc as openraft::RaftTypeConfig>::Entry,
                 out: &mut Vec<u8>,
-            ) -> std::io::Result<()> {
+            ) -> std::io::Result<bytes::Bytes> {
                 use $crate::codec::{AppPayload, EntryHeader, EntryKind, encode_parts};
                 match &entry.payload {
                     openraft::EntryPayload::Blank => {
                         let h =
                             EntryHeader::<_, ()> { log_id: &entry.log_id, kind: EntryKind::Blank, membership: None };
-                        encode_parts(&h, |_| Ok(()), out)
+                        encode_parts(&h, |_| Ok(bytes::Bytes::new()), out)
                     }
                     openraft::EntryPayload::Normal(data) => {
                         let h =
@@ -94,7 +98,7 @@ macro_rules! impl_entry_codec {
                     }
                     openraft::EntryPayload::Membership(m) => {
                         let h = EntryHeader { log_id: &entry.log_id, kind: EntryKind::Membership, membership: Some(m) };
-                        encode_parts(&h, |_| Ok(()), out)
+                        encode_parts(&h, |_| Ok(bytes::Bytes::new()), out)
                     }
                 }
             }

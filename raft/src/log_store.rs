@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use chronik_shared::wal::{Wal, WalError, WalOptions};
+use chronik_shared::wal::{Payload, Wal, WalError, WalOptions};
 use openraft::alias::{LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
@@ -162,12 +162,7 @@ impl<C: EntryCodec> WalLogStore<C> {
     /// Appends `entries` and waits until they are durable, outside openraft (offline recovery
     /// tools, before the group starts).
     pub async fn append_now(&self, entries: Vec<C::Entry>) -> io::Result<()> {
-        let mut records = Vec::with_capacity(entries.len());
-        for e in &entries {
-            let mut buf = Vec::new();
-            C::encode_entry(e, &mut buf)?;
-            records.push((e.index(), Bytes::from(buf)));
-        }
+        let records = entries.iter().map(record::<C>).collect::<io::Result<Vec<_>>>()?;
         self.wal.append_durable(records).await.map_err(wal_io)?;
         if let Some(last) = entries.last() {
             self.lock().last_log_id = Some(last.log_id());
@@ -279,9 +274,7 @@ where
         let mut records = Vec::new();
         let mut last = None;
         for entry in entries {
-            let mut buf = Vec::new();
-            C::encode_entry(&entry, &mut buf)?;
-            records.push((entry.index(), Bytes::from(buf)));
+            records.push(record::<C>(&entry)?);
             last = Some(entry.log_id());
         }
         let Some(last) = last else {
@@ -338,6 +331,13 @@ where
 /// groups does not stall the async workers that carry every group's heartbeats.
 async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| io::Error::other(format!("storage task failed: {e}")))?
+}
+
+/// `entry` as a WAL record: its encoded head, and the record batch it carries by reference.
+fn record<C: EntryCodec>(entry: &C::Entry) -> io::Result<(u64, Payload)> {
+    let mut head = Vec::new();
+    let tail = C::encode_entry(entry, &mut head)?;
+    Ok((entry.index(), Payload::new(Bytes::from(head), tail)))
 }
 
 pub fn wal_io(e: WalError) -> io::Error {

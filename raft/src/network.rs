@@ -255,7 +255,8 @@ where
     let mut size = 0usize;
     for e in &entries {
         let mut buf = Vec::new();
-        C::encode_entry(e, &mut buf).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let tail = C::encode_entry(e, &mut buf).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        buf.extend_from_slice(&tail);
         if size + buf.len() > budget && groups.last().is_some_and(|g| !g.is_empty()) {
             groups.push(Vec::new());
             size = 0;

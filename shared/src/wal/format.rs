@@ -4,6 +4,8 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use super::WalError;
 
 pub(crate) const MAGIC: &[u8; 8] = b"CHRWAL01";
@@ -41,12 +43,53 @@ pub(crate) fn frame_crc(id: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&id.to_le_bytes()), payload)
 }
 
-/// Appends one frame; the caller has checked `payload.len() <= MAX_PAYLOAD`.
-pub(crate) fn encode_frame(buf: &mut Vec<u8>, id: u64, payload: &[u8]) {
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&frame_crc(id, payload).to_le_bytes());
-    buf.extend_from_slice(&id.to_le_bytes());
-    buf.extend_from_slice(payload);
+/// A record's payload as [`Wal::append`](super::Wal::append) takes it: a head and a tail that
+/// land back to back in one frame. The tail is written from its own buffer, so a record batch
+/// goes from the buffer it arrived in to the page cache without being copied into a frame first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Payload {
+    head: Bytes,
+    tail: Bytes,
+}
+
+impl Payload {
+    pub fn new(head: Bytes, tail: Bytes) -> Self {
+        Self { head, tail }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn parts(&self) -> [&Bytes; 2] {
+        [&self.head, &self.tail]
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(head: Bytes) -> Self {
+        Self { head, tail: Bytes::new() }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(head: Vec<u8>) -> Self {
+        Bytes::from(head).into()
+    }
+}
+
+/// The 16 bytes in front of `payload`; the caller has checked `payload.len() <= MAX_PAYLOAD`.
+pub(crate) fn frame_header(id: u64, payload: &Payload) -> [u8; FRAME_HEADER_LEN as usize] {
+    let crc = payload.parts().iter().fold(crc32c::crc32c(&id.to_le_bytes()), |crc, p| crc32c::crc32c_append(crc, p));
+    let mut h = [0u8; FRAME_HEADER_LEN as usize];
+    h[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h[8..16].copy_from_slice(&id.to_le_bytes());
+    h
 }
 
 /// A frame header as it sits in a byte slice of at least 16 bytes.

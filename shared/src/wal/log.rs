@@ -13,10 +13,10 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 
 use super::flusher::{Callback, Flusher, Pending, SegFile};
-use super::format::{self, FRAME_HEADER_LEN, MAX_PAYLOAD};
+use super::format::{self, FRAME_HEADER_LEN, MAX_PAYLOAD, Payload};
 use super::recovery;
 use super::sealed;
-use super::segment::{Segment, create_segment, flush_buf, open_locked, open_segment, read_frames};
+use super::segment::{Frames, Segment, create_segment, open_locked, open_segment, read_frames};
 use super::{RecoveryReport, SegmentInfo, WalError, WalOptions};
 
 /// A segmented write-ahead log for one stream. Cloning is cheap; all clones are the same log.
@@ -129,11 +129,12 @@ impl Wal {
     /// Callbacks complete in append order.
     ///
     /// If this returns `Err`, nothing was written and `on_durable` is dropped without being called.
-    pub fn append(
+    pub fn append<P: Into<Payload>>(
         &self,
-        records: Vec<(u64, Bytes)>,
+        records: Vec<(u64, P)>,
         on_durable: Box<dyn FnOnce(Result<(), WalError>) + Send + 'static>,
     ) -> Result<(), WalError> {
+        let records: Vec<(u64, Payload)> = records.into_iter().map(|(id, p)| (id, p.into())).collect();
         let inner = &self.inner;
         let mut st = inner.write_state();
         if st.closed {
@@ -173,7 +174,7 @@ impl Wal {
     }
 
     /// [`Wal::append`], then waits until the records are durable.
-    pub async fn append_durable(&self, records: Vec<(u64, Bytes)>) -> Result<(), WalError> {
+    pub async fn append_durable<P: Into<Payload>>(&self, records: Vec<(u64, P)>) -> Result<(), WalError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let callback: Callback = Box::new(move |result| {
             // The receiver is gone only if the caller stopped waiting.
@@ -390,26 +391,24 @@ impl Inner {
     }
 
     /// Frames and writes `records`, rolling as needed; returns the files touched and bytes written.
-    fn write_records(&self, st: &mut State, records: &[(u64, Bytes)]) -> Result<(Vec<Arc<SegFile>>, u64), WalError> {
+    fn write_records(&self, st: &mut State, records: &[(u64, Payload)]) -> Result<(Vec<Arc<SegFile>>, u64), WalError> {
         let total: usize = records.iter().map(|(_, p)| p.len() + FRAME_HEADER_LEN as usize).sum();
-        let mut buf = Vec::with_capacity(
-            total.min(usize::try_from(self.opts.segment_bytes).unwrap_or(usize::MAX).saturating_add(4096)),
-        );
+        let mut frames = Frames::default();
         let mut files = vec![Arc::clone(&st.active()?.file)];
         for (id, payload) in records {
             let frame = FRAME_HEADER_LEN + payload.len() as u64;
             let active = st.active()?;
-            if !active.ids.is_empty() && active.size + buf.len() as u64 + frame > self.opts.segment_bytes {
-                flush_buf(active, &mut buf)?;
+            if !active.ids.is_empty() && active.size + frames.len() + frame > self.opts.segment_bytes {
+                frames.write_to(active)?;
                 self.roll(st)?;
                 files.push(Arc::clone(&st.active()?.file));
             }
             let active = st.active()?;
             active.ids.push(*id);
-            active.positions.push(active.size + buf.len() as u64);
-            format::encode_frame(&mut buf, *id, payload);
+            active.positions.push(active.size + frames.len());
+            frames.push(*id, payload);
         }
-        flush_buf(st.active()?, &mut buf)?;
+        frames.write_to(st.active()?)?;
         Ok((files, total as u64))
     }
 

@@ -9,7 +9,7 @@
 //!   payload`, little endian, the CRC covering id and payload. Also the frame reader every scan uses.
 //! - `recovery.rs`: scanning a stream's segments, telling a torn tail (truncated on open, reported)
 //!   from corruption (an error naming file and byte, never skipped).
-//! - `log.rs`: the live log: appends under a lock with `pwrite`, reads, segment rolling, Raft
+//! - `log.rs`: the live log: appends under a lock with one `writev` per segment, reads, segment rolling, Raft
 //!   conflict truncation and purging.
 //! - `sealed.rs`: the index written next to a segment when it is sealed, so a restart need not
 //!   read the segment to know its records.
@@ -37,7 +37,7 @@ mod tools;
 mod tests;
 
 pub use flusher::failures;
-pub use format::segment_file_name;
+pub use format::{Payload, segment_file_name};
 pub use log::Wal;
 pub use scrub::Scrubber;
 pub use space::DiskGuard;

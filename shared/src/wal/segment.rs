@@ -1,7 +1,7 @@
 //! One segment file of the live log: its index, and the file operations on it.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io;
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::WalError;
 use super::flusher::{Flusher, SegFile};
-use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN};
+use super::format::{self, FRAME_HEADER_LEN, HEADER_LEN, Payload};
 use super::recovery::ScannedSegment;
 
 pub(crate) struct Segment {
@@ -101,13 +101,93 @@ fn reuse_empty_leftover(dir: &Path, path: &Path) -> Result<File, WalError> {
     Ok(file)
 }
 
-pub(crate) fn flush_buf(seg: &mut Segment, buf: &mut Vec<u8>) -> Result<(), WalError> {
-    if buf.is_empty() {
-        return Ok(());
+/// Payload parts at least this long are written from their own buffers; shorter ones are copied
+/// next to their frame headers, where one more iovec would cost more than the copy.
+const SHARE_FROM: usize = 16 * 1024;
+
+/// Frames on their way to the end of one segment, written with one `writev`: headers and short
+/// payloads copied into one buffer, long payload parts referenced where they are.
+#[derive(Default)]
+pub(crate) struct Frames {
+    staged: Vec<u8>,
+    chunks: Vec<Chunk>,
+    len: u64,
+}
+
+enum Chunk {
+    Staged { start: usize, end: usize },
+    Shared(Bytes),
+}
+
+impl Frames {
+    /// Bytes queued so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
     }
-    seg.file.file.write_all_at(buf, seg.size).map_err(|e| WalError::io(&seg.file.path, "write", e))?;
-    seg.size += buf.len() as u64;
-    buf.clear();
+
+    /// Queues one frame; the caller has checked `payload.len() <= MAX_PAYLOAD`.
+    pub(crate) fn push(&mut self, id: u64, payload: &Payload) {
+        self.stage(&format::frame_header(id, payload));
+        for part in payload.parts() {
+            if part.len() >= SHARE_FROM {
+                self.len += part.len() as u64;
+                self.chunks.push(Chunk::Shared(part.clone()));
+            } else {
+                self.stage(part);
+            }
+        }
+    }
+
+    fn stage(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let start = self.staged.len();
+        self.staged.extend_from_slice(bytes);
+        let end = self.staged.len();
+        self.len += bytes.len() as u64;
+        match self.chunks.last_mut() {
+            Some(Chunk::Staged { end: last, .. }) if *last == start => *last = end,
+            _ => self.chunks.push(Chunk::Staged { start, end }),
+        }
+    }
+
+    /// Writes what is queued at the end of `seg` and starts over empty.
+    pub(crate) fn write_to(&mut self, seg: &mut Segment) -> Result<(), WalError> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let mut slices: Vec<IoSlice<'_>> = self
+            .chunks
+            .iter()
+            .map(|c| match c {
+                Chunk::Staged { start, end } => IoSlice::new(&self.staged[*start..*end]),
+                Chunk::Shared(b) => IoSlice::new(b),
+            })
+            .collect();
+        write_all_vectored_at(&seg.file.file, &mut slices, seg.size)
+            .map_err(|e| WalError::io(&seg.file.path, "write", e))?;
+        seg.size += self.len;
+        self.staged.clear();
+        self.chunks.clear();
+        self.len = 0;
+        Ok(())
+    }
+}
+
+/// `pwritev` in safe std: the file position is only ever used here, under the log's write lock
+/// (reads are positional), so a seek and `writev`s do the same.
+fn write_all_vectored_at(file: &File, mut slices: &mut [IoSlice<'_>], at: u64) -> io::Result<()> {
+    let mut file = file;
+    file.seek(SeekFrom::Start(at))?;
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 
