@@ -1,7 +1,9 @@
 //! Calling a partition's data-plane leader: find it in the metadata cache, call it, and on
 //! "not leader" follow the hint (or refresh the cache) and retry with a short backoff until
 //! the request's deadline. The answer that finally goes to the client is the last error, so
-//! it gets `NOT_LEADER_OR_FOLLOWER` and the like when leadership did not settle in time.
+//! it gets `NOT_LEADER_OR_FOLLOWER` and the like when leadership did not settle in time;
+//! unless an attempt may have been written (`OutcomeUnknown`, or cut off by the deadline):
+//! then REQUEST_TIMED_OUT, so an idempotent producer keeps the batch's sequence.
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,7 +38,8 @@ where
 {
     let mut backoff = FIRST_BACKOFF;
     let mut hint: Option<String> = None;
-    let mut last: Option<ChronikError> = None;
+    // The first attempt that may have been carried out.
+    let mut unknown: Option<ChronikError> = None;
     loop {
         let via_hint = hint.is_some();
         let attempt = async {
@@ -51,15 +54,18 @@ where
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(Failure::Resolve(e))) if e.code == ErrorCode::UnknownTopicOrPartition => return Err(e),
             Ok(Err(Failure::Resolve(e) | Failure::Call(e))) => e,
-            Err(_) if Instant::now() >= deadline => return Err(last.unwrap_or_else(|| timed_out(topic, partition))),
+            Err(_) if Instant::now() >= deadline => return Err(unknown.unwrap_or_else(|| timed_out(topic, partition))),
             // The leader did not answer in time: it may be cut off; look it up again.
             Err(_) => ChronikError::new(
-                ErrorCode::Unavailable,
+                ErrorCode::OutcomeUnknown,
                 format!("the leader of {topic}-{partition} did not answer within {ATTEMPT:?}"),
             ),
         };
         if !retryable(&err) {
             return Err(err);
+        }
+        if err.code == ErrorCode::OutcomeUnknown && unknown.is_none() {
+            unknown = Some(err.clone());
         }
         ctx.cache.refresh_soon();
         let view = ctx.cache.view();
@@ -69,10 +75,9 @@ where
             .and_then(|l| view.data_nodes.get(&l.node_id).cloned().or_else(|| Some(l.addr.clone())))
             .filter(|a| !a.is_empty());
         if Instant::now() + backoff >= deadline {
-            return Err(err);
+            return Err(unknown.unwrap_or(err));
         }
         tracing::debug!(target: "chronik_gateway", "{topic}-{partition}: {err}; retrying");
-        last = Some(err);
         // A fresh hint is worth trying at once; otherwise give the election a moment (and
         // never bounce between two nodes that each name the other).
         if hint.is_none() || via_hint {
@@ -101,7 +106,11 @@ async fn resolve(ctx: &Ctx, topic: &str, partition: i32) -> Result<String, Chron
 fn retryable(e: &ChronikError) -> bool {
     matches!(
         e.code,
-        ErrorCode::NotLeader | ErrorCode::NoLeader | ErrorCode::Unavailable | ErrorCode::UnknownTopicOrPartition
+        ErrorCode::NotLeader
+            | ErrorCode::NoLeader
+            | ErrorCode::Unavailable
+            | ErrorCode::OutcomeUnknown
+            | ErrorCode::UnknownTopicOrPartition
     )
 }
 

@@ -69,6 +69,12 @@ error_codes! {
     TransactionsUnsupported = 36, 53, Unimplemented, 501;
     // An admin operation this process cannot do (a gateway has no Raft group to snapshot).
     NotAvailableHere = 37, -1, FailedPrecondition, 409;
+    // A write proposed and then lost sight of (its leader stopped or lost its quorum, or did not
+    // answer): it may yet commit. Kafka's REQUEST_TIMED_OUT, which producers treat as "possibly
+    // persisted": librdkafka's idempotent producer then never re-sends the batch under a new
+    // sequence. NOT_LEADER_OR_FOLLOWER says "not persisted", and a batch told so was stored
+    // twice after an epoch bump (fault campaign, seed 1795810459813313709).
+    OutcomeUnknown = 38, 7, Unavailable, 504;
 }
 
 /// An error as it crosses a process boundary: a code, a message that says what failed and
@@ -199,6 +205,18 @@ mod tests {
         // Our own Internal keeps its code.
         let ours = ChronikError::new(ErrorCode::Internal, "bug");
         assert_eq!(ChronikError::from(tonic::Status::from(ours)).code, ErrorCode::Internal);
+    }
+
+    /// A write that may have committed reaches Kafka clients as REQUEST_TIMED_OUT (librdkafka:
+    /// "possibly persisted", so the batch keeps its sequence) and survives the hop from the
+    /// data node to the gateway, which retries it.
+    #[test]
+    fn an_unknown_outcome_is_possibly_persisted() {
+        let e = ChronikError::new(ErrorCode::OutcomeUnknown, "partition t-0 stopped before the write committed");
+        assert_eq!(e.code.kafka(), 7);
+        let back = ChronikError::from(tonic::Status::from(e));
+        assert_eq!(back.code, ErrorCode::OutcomeUnknown);
+        assert_eq!(back.code.grpc(), tonic::Code::Unavailable);
     }
 
     #[test]

@@ -312,7 +312,7 @@ impl Partition {
                 }
                 Ok(r) => r.map_err(|e| write_error(RaftError::APIError(e), &group)),
                 Err(_) => Err(ChronikError::new(
-                    ErrorCode::Unavailable,
+                    ErrorCode::OutcomeUnknown,
                     format!("{group} stopped before the write committed; its outcome is unknown, retry it"),
                 )),
             }
@@ -332,10 +332,13 @@ impl Partition {
                 }
                 _ = tokio::time::sleep(check) => {
                     if !self.is_leader() {
-                        return Err(ChronikError::new(
-                            ErrorCode::NotLeader,
-                            format!("partition {} lost its leader's quorum while the write waited; its outcome is unknown, retry", self.name),
-                        ));
+                        return Err(ChronikError {
+                            leader: self.not_leader().leader,
+                            ..ChronikError::new(
+                                ErrorCode::OutcomeUnknown,
+                                format!("partition {} lost its leader's quorum while the write waited; its outcome is unknown, retry", self.name),
+                            )
+                        });
                     }
                 }
             }

@@ -189,7 +189,7 @@ fn chronik_code(id: i32) -> ErrorCode {
 /// consumers then refresh metadata and fetch again.
 fn fetch_code(code: ErrorCode) -> ErrorCode {
     match as_leader_error(code) {
-        ErrorCode::Timeout => ErrorCode::NotLeader,
+        ErrorCode::Timeout | ErrorCode::OutcomeUnknown => ErrorCode::NotLeader,
         other => other,
     }
 }
