@@ -55,3 +55,15 @@ start_cluster() {
   wait_port 15092
   sleep 3 # the data nodes register with the control plane
 }
+
+# min / median / max of MB/s, p50 and p99 over the produce results $1/run-1.json .. run-$2.json.
+summarize() {
+  python3 - "$out" "$runs" <<'PY'
+import json, statistics, sys
+out, runs = sys.argv[1], int(sys.argv[2])
+rs = [json.load(open(f"{out}/run-{r}.json")) for r in range(1, runs + 1)]
+for key, name in (("mb_per_sec", "MB/s"), ("p50_latency_ms", "p50 ms"), ("p99_latency_ms", "p99 ms")):
+    v = sorted(r[key] for r in rs)
+    print(f"{name}: min {v[0]:.1f} / median {statistics.median(v):.1f} / max {v[-1]:.1f}")
+PY
+}
