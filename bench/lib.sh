@@ -58,7 +58,7 @@ start_cluster() {
 
 # min / median / max of MB/s, p50 and p99 over the produce results $1/run-1.json .. run-$2.json.
 summarize() {
-  python3 - "$out" "$runs" <<'PY'
+  python3 - "$1" "$2" <<'PY'
 import json, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
 rs = [json.load(open(f"{out}/run-{r}.json")) for r in range(1, runs + 1)]
