@@ -80,7 +80,13 @@ async fn scale_out_to_four_data_nodes_and_decommission_back_to_three_under_load(
     .await;
     let gcfg = cluster.config(9);
     let kafka = gcfg.listeners.kafka.to_string();
-    let _gateway = ControlProc::start_role(dir.path(), &gcfg, "gateway");
+    let gateway = ControlProc::start_role(dir.path(), &gcfg, "gateway");
+    // A gateway that never listens would only show as every message timing out minutes later.
+    let listening = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(&kafka).await.is_err() {
+        assert!(Instant::now() < listening, "the gateway does not listen on {kafka}:\n{}", gateway.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let ctl = cluster.control_client();
     cluster.create_topic(TOPIC, PARTITIONS, 3).await;
     wait_settled(&ctl, "initial placement", |r, _| r.len() == 3).await;
@@ -174,7 +180,9 @@ async fn scale_out_to_four_data_nodes_and_decommission_back_to_three_under_load(
     stop.store(true, Ordering::SeqCst);
     tokio::time::timeout(Duration::from_secs(150), sender)
         .await
-        .expect("deliveries still pending 150 s after the producer stopped")
+        .unwrap_or_else(|_| {
+            panic!("deliveries still pending 150 s after the producer stopped; gateway log:\n{}", gateway.log_text())
+        })
         .expect("sender");
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > during, "producers stalled during the decommission");
