@@ -1,6 +1,6 @@
 //! Turning written records into durable ones: one flusher thread per log (group commit).
 //!
-//! Appends write with `pwrite` under the log's lock and queue their callback here, in the same
+//! Appends write (one `writev` per segment) under the log's lock and queue their callback here, in the same
 //! order. The flusher takes what is queued (one item for `Low`, everything for `Medium`, everything
 //! after a linger for `High`), syncs every segment those items touched, and only then completes
 //! their callbacks, in queue order. Appends never wait for a sync, so concurrent appends share one.

@@ -1,7 +1,7 @@
 //! The live log: writing, indexing, reading, rolling, truncating and purging segments.
 //!
 //! One `RwLock` guards the segment list and its id index. Appends take it for writing only long
-//! enough to `pwrite` and queue their callback; reads share it. Syncing happens on the flusher
+//! enough to write (`writev`) and queue their callback; reads share it. Syncing happens on the flusher
 //! thread outside the lock, except for the rare syncs that must precede a change of layout (rolling
 //! to a new segment, truncation), which take it so no append can slip between.
 
