@@ -270,9 +270,11 @@ impl Partition {
             ));
         }
         self.quiet.touch();
-        if !self.is_leader() {
-            return Err(self.not_leader());
-        }
+        // Not before this leader has applied an entry of its own term: the sequencer starts each
+        // producer from the state machine, which until then may lack batches committed under
+        // the previous leader, and would hold a retried batch's successors waiting for a
+        // sequence that is already in the log.
+        self.ensure_serving()?;
         self.ensure_lease().await;
         let group = format!("partition {}", self.name);
         let term = self.raft.metrics().borrow_watched().current_term;
