@@ -185,7 +185,8 @@ impl ControlProc {
         let child = Command::new(env!("CARGO_BIN_EXE_chronik-server"))
             .args([self.role, "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "info,openraft=warn")
+            // CHRONIK_TEST_LOG turns up what the nodes log when a run needs explaining.
+            .env("RUST_LOG", std::env::var("CHRONIK_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .envs(self.env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
