@@ -102,7 +102,8 @@ async fn resolve(ctx: &Ctx, topic: &str, partition: i32) -> Result<String, Chron
 }
 
 /// Errors a leader change explains. `UnknownTopicOrPartition` from a data node (the cache
-/// knows the topic) means its replica is still being created.
+/// knows the topic) means its replica is still being created. Never `SequenceAhead`: only the
+/// client can send the missing batch before it (see the error table).
 fn retryable(e: &ChronikError) -> bool {
     matches!(
         e.code,

@@ -232,6 +232,8 @@ struct DataState {
     next: HashMap<(String, u32), i64>,
     /// Partitions whose next produce is answered "not leader" (with a hint back to us).
     not_leader_once: Vec<(String, u32)>,
+    /// Partitions whose next produce is refused as an idempotent batch ahead of its predecessor.
+    ahead_once: Vec<(String, u32)>,
     produce_calls: usize,
     addr: String,
 }
@@ -255,6 +257,10 @@ impl DataService for FakeData {
             s.not_leader_once.remove(i);
             let hint = LeaderHint { node_id: DATA_NODE, addr: s.addr.clone() };
             return Err(ChronikError::not_leader(Some(hint), "partition").into());
+        }
+        if let Some(i) = s.ahead_once.iter().position(|k| *k == key) {
+            s.ahead_once.remove(i);
+            return Err(ChronikError::new(ErrorCode::SequenceAhead, "sequence 7 arrived before sequence 6").into());
         }
         let base = *s.next.get(&key).unwrap_or(&0);
         let mut batch = BytesMut::from(&r.batch[..]);
@@ -496,6 +502,16 @@ async fn produce_fetch_and_admin_through_the_gateway() {
     assert_eq!(c.data.0.lock().unwrap().produce_calls, 4, "3 batches + 1 retry");
     // The batches arrive unchanged (bar the baseOffset the data node sets).
     assert_eq!(c.data.0.lock().unwrap().logs[&("orders".to_string(), 0)][1][8..], b2[8..]);
+
+    // A batch ahead of its predecessor goes straight back to the client, unwritten and not
+    // retried here: librdkafka sends the predecessor again only after this answer.
+    c.data.0.lock().unwrap().ahead_once.push(("orders".into(), 1));
+    let r: ProduceResponse = k.call(ApiKey::Produce, 9, &produce_req("orders", -1, vec![(1, batch(&["s"]))])).await;
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 19, "NOT_ENOUGH_REPLICAS: retried by clients as not persisted");
+    assert!(p.error_message.as_ref().is_some_and(|m| m.contains("before sequence 6")), "{:?}", p.error_message);
+    assert_eq!(c.data.0.lock().unwrap().produce_calls, 5, "one call, no retry");
+    assert_eq!(c.data.0.lock().unwrap().logs[&("orders".to_string(), 1)].len(), 1, "nothing written");
 
     // Produce again: offsets continue.
     let r: ProduceResponse = k.call(ApiKey::Produce, 3, &produce_req("orders", 1, vec![(0, batch(&["d"]))])).await;

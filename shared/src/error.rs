@@ -75,6 +75,14 @@ error_codes! {
     // sequence. NOT_LEADER_OR_FOLLOWER says "not persisted", and a batch told so was stored
     // twice after an epoch bump (fault campaign, seed 1795810459813313709).
     OutcomeUnknown = 38, 7, Unavailable, 504;
+    // An idempotent producer's batch refused, unwritten, because the batch before it has not
+    // arrived: the client must send it again after its predecessor. Kafka's NOT_ENOUGH_REPLICAS,
+    // which librdkafka and the Java client retry as "not persisted", in sequence and without a
+    // new epoch. The gateway never retries it itself: librdkafka re-sends a failed predecessor
+    // only once every later request to the partition has been answered, so holding this batch
+    // back held the predecessor back too, until messages timed out (fault campaign, seed
+    // 1795817705036654036).
+    SequenceAhead = 39, 19, Unavailable, 503;
 }
 
 /// An error as it crosses a process boundary: a code, a message that says what failed and

@@ -56,7 +56,7 @@ impl Partition {
         let lag = self.observer.lag();
         let caught_up = |n: &u64| *n == self.node_id || lag.get(n).is_some_and(|l| l.entries <= CAUGHT_UP_ENTRIES);
         if !wanted.contains(&self.node_id) {
-            if let Some(to) = voters.iter().find(|v| wanted.contains(v) && caught_up(v)) {
+            if let Some(to) = voters.iter().find(|v| wanted.contains(v) && self.ready_to_lead(**v).is_ok()) {
                 tracing::info!(target: "chronik_cluster", partition = %self.name, "Moving off node {}: transferring leadership to node {to}", self.node_id);
                 self.quiet.touch();
                 self.raft.trigger().transfer_leader(*to).await.map_err(|e| e.to_string())?;
@@ -83,6 +83,27 @@ impl Partition {
             return self.change(ChangeMembers::RemoveNodes(stray)).await;
         }
         Ok(())
+    }
+
+    /// Whether voter `n` could take this group over now: it holds nearly all of the log and
+    /// has answered within the quorum window. openraft stops leading as soon as it hands over,
+    /// so handing over to a replica that cannot win (its group stopped by a disk error, its
+    /// node cut off) left the partition without a leader until an election timed out; the
+    /// balancer did that once a second to a node whose log had fail-stopped (fault campaign,
+    /// seed 1795817705036654036). Err says why not.
+    pub(super) fn ready_to_lead(&self, n: u64) -> Result<(), String> {
+        if n == self.node_id {
+            return Ok(());
+        }
+        let window = self.quorum_window.as_millis() as u64;
+        match self.observer.lag().get(&n) {
+            Some(l) if l.entries <= CAUGHT_UP_ENTRIES && l.ms <= window => Ok(()),
+            Some(l) => Err(format!(
+                "it is {} entries behind and last caught up or answered {} ms ago (more than {CAUGHT_UP_ENTRIES} entries or {window} ms: its replica may be stopped, cut off or catching up)",
+                l.entries, l.ms
+            )),
+            None => Err("this leader has no replication state for it yet".into()),
+        }
     }
 
     /// One membership change; replaced voters are removed, not kept as learners.

@@ -459,6 +459,15 @@ impl Partition {
                 format!("node {target} is not a replica of partition {}", self.name),
             ));
         }
+        if let Err(why) = self.ready_to_lead(target) {
+            return Err(ChronikError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "node {target} cannot take partition {} over now: {why}; retry once it has caught up",
+                    self.name
+                ),
+            ));
+        }
         tracing::info!(target: "chronik_cluster", partition = %self.name, "Transferring leadership to node {target}");
         self.quiet.touch();
         self.raft

@@ -3,10 +3,12 @@
 //! A client keeps up to five produce requests in flight; the gateway forwards them
 //! concurrently, and their gRPC calls can reach the leader in another order than they were
 //! sent. Kafka never sees that (a broker handles one request per connection at a time); here a
-//! batch that arrives ahead of its predecessor waits for it, and if it does not come, is sent
-//! back to be retried, instead of being refused as OUT_OF_ORDER_SEQUENCE_NUMBER, which
-//! librdkafka treats as fatal. The state machine still has the last word: it checks every
-//! batch against the log when it is applied.
+//! batch that arrives ahead of its predecessor waits for it, and if it does not come, goes
+//! back to the client unwritten (`SequenceAhead`, NOT_ENOUGH_REPLICAS) to be sent again after
+//! it, instead of being refused as OUT_OF_ORDER_SEQUENCE_NUMBER, which librdkafka treats as
+//! fatal for its oldest request and answers with a new epoch (re-sending possibly stored
+//! batches under new sequences) for the others. The state machine still has the last word:
+//! it checks every batch against the log when it is applied.
 //!
 //! Letting a batch in is not enough: it must also reach Raft before its successor does. An
 //! admitted batch holds a [`Turn`] until it has been handed to Raft (whose queue keeps that
@@ -24,15 +26,15 @@ use chronik_shared::error::{ChronikError, ErrorCode};
 
 use crate::batch::BatchInfo;
 
-/// How long a batch waits for the batches before it before it is sent back to be retried.
-/// Two forwards racing take microseconds; a predecessor the gateway is still retrying across
-/// a leadership change (a paused or cut-off leader is given up on after 5 s) takes longer,
-/// and its successor then comes round again through the gateway's own retries.
+/// How long a batch waits for the batches before it before it is sent back to the client.
+/// Two forwards racing take microseconds. A predecessor that failed goes back to the client,
+/// which sends it again only once every later request to the partition has been answered:
+/// waiting longer for it only delays that.
 const PATIENCE: Duration = Duration::from_secs(2);
 /// How often a waiting batch looks at the state machine again.
 const RECHECK: Duration = Duration::from_millis(50);
-/// How long a missing sequence may keep its successors waiting (they come back through
-/// retries) before it is taken as lost: then a successor is proposed, and the state machine
+/// How long a missing sequence may keep its successors waiting (they come back through the
+/// client's retries) before it is taken as lost: then a successor is proposed, and the state machine
 /// refuses the gap as Kafka would, which is fatal to the producer. Longer than a predecessor
 /// can spend in the gateway's retries across faults in a row: 10 s was not (in an hour of
 /// faults, a batch held up by two data nodes cut off one after the other came too late).
@@ -138,10 +140,10 @@ impl Sequencer {
     /// the state machine knows it (None for a producer it has never seen). The batch after
     /// this one waits until the returned turn is marked proposed.
     ///
-    /// A batch whose predecessor has not come within [`PATIENCE`] gets a retriable error:
-    /// the predecessor is still on its way (a gateway retrying it across a leadership change
-    /// can take longer than that), and proposing the gap would only have it refused as out
-    /// of order, which is fatal to a producer once the predecessor has been acknowledged.
+    /// A batch whose predecessor has not come within [`PATIENCE`] gets a retriable error
+    /// (`SequenceAhead`): the predecessor is still on its way or failed back to the client,
+    /// and proposing the gap would only have it refused as out of order, which is fatal to a
+    /// producer once the predecessor has been acknowledged.
     /// Clients retry in sequence order, and a client that gave its predecessor up starts a
     /// new epoch. Once a sequence has been missing for [`GIVE_UP`] (or for a producer the log
     /// has never seen) the batch is proposed anyway, and the log answers the gap as Kafka
@@ -205,9 +207,9 @@ impl Sequencer {
                         return turn(Some((slot.next, next_after(last))));
                     }
                     return Err(ChronikError::new(
-                        ErrorCode::Unavailable,
+                        ErrorCode::SequenceAhead,
                         format!(
-                            "batch from producer {} at sequence {} arrived before sequence {}, which has not come within {PATIENCE:?}; retry",
+                            "batch from producer {} at sequence {} arrived before sequence {}, which has not come within {PATIENCE:?}; send it again after that one",
                             info.producer_id, info.base_sequence, slot.next
                         ),
                     ));
@@ -319,7 +321,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let refused = seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await.err().expect("sequence 9 never came");
         assert!(started.elapsed() >= PATIENCE, "waited for sequence 9");
-        assert_eq!(refused.code, ErrorCode::Unavailable, "retriable, not OUT_OF_ORDER: {}", refused.message);
+        assert_eq!(refused.code, ErrorCode::SequenceAhead, "retriable, not OUT_OF_ORDER: {}", refused.message);
         // The predecessor comes after all, then the retry goes at once.
         seq.admit(1, &batch(5, 9, 1), || Some((0, 8))).await.unwrap().proposed();
         let again = tokio::time::Instant::now();
@@ -334,7 +336,7 @@ mod tests {
         // The successor keeps coming back (the gateway retries it) while 9 never comes.
         loop {
             match seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await {
-                Err(e) => assert_eq!(e.code, ErrorCode::Unavailable),
+                Err(e) => assert_eq!(e.code, ErrorCode::SequenceAhead),
                 Ok(turn) => {
                     turn.proposed();
                     break;
