@@ -105,13 +105,20 @@ async fn duplicates_gaps_and_fenced_epochs() {
         "a retry gets its first offset"
     );
     assert_eq!(raw.produce(topic, record_batch("b", Some((7, 0, 1))).freeze()).await, (0, 1));
-    // A gap: the leader first waits for the missing sequences (they may be on their way
-    // through another gateway); once they have been missing for good, the log refuses it.
-    assert_eq!(
-        raw.produce_within(topic, record_batch("x", Some((7, 0, 5))).freeze(), 60_000).await.0,
-        45,
-        "OUT_OF_ORDER_SEQUENCE_NUMBER"
-    );
+    // A gap: the leader first waits for the missing sequences (they may be on their way), then
+    // sends the batch back unwritten to be retried after them (NOT_ENOUGH_REPLICAS, as clients
+    // retry it); once they have been missing for good, the log refuses it as out of order.
+    let gap = record_batch("x", Some((7, 0, 5))).freeze();
+    assert_eq!(raw.produce(topic, gap.clone()).await.0, 19, "NOT_ENOUGH_REPLICAS: retry after sequences 2-4");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        let code = raw.produce(topic, gap.clone()).await.0;
+        if code != 19 || Instant::now() > deadline {
+            break code;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
     assert_eq!(
         raw.produce(topic, record_batch("c", Some((7, 1, 0))).freeze()).await,
         (0, 2),
