@@ -75,6 +75,16 @@ impl Liveness {
         }
     }
 
+    /// Node `node_id` is alive but refuses writes (its disk failed or is full): its run of
+    /// heartbeats starts again, so [`Liveness::alive_for`] holds only once it has taken writes
+    /// for the grace period. The balancer would otherwise hand it leadership (which it hands
+    /// straight back) every round, and reassignment could move replicas onto it.
+    pub fn unsettle(&self, node_id: u64) {
+        if let Some(s) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&node_id) {
+            s.since = Instant::now();
+        }
+    }
+
     /// Reads node `node_id`'s entry if it is live.
     fn live<T>(&self, node_id: u64, f: impl FnOnce(&Seen) -> T) -> Option<T> {
         let map = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,5 +169,19 @@ mod tests {
             l.beat(old, Some(leading(1, 10)));
             assert_eq!(l.observed("t", 0).leader, Some(new));
         }
+    }
+
+    #[test]
+    fn a_node_refusing_writes_is_alive_but_not_settled() {
+        let l = Liveness::new(Duration::from_secs(10));
+        l.beat(2, Some(Vec::new()));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(l.alive_for(2, Duration::from_millis(20)));
+        l.unsettle(2);
+        assert!(l.is_alive(2), "it still answers and serves reads");
+        assert!(!l.alive_for(2, Duration::from_millis(20)), "no leadership or replicas for it yet");
+        std::thread::sleep(Duration::from_millis(30));
+        l.beat(2, Some(Vec::new()));
+        assert!(l.alive_for(2, Duration::from_millis(20)), "settled again once it took writes for the grace");
     }
 }

@@ -252,6 +252,9 @@ impl ControlService for ControlServiceImpl {
             .map_err(|e| ChronikError::new(ErrorCode::Unavailable, format!("__meta is not ready to answer: {e}")))?;
         let replicas = if req.role == NodeRole::Data as i32 { Some(req.replicas) } else { None };
         self.liveness.beat(req.node_id, replicas);
+        if !req.refusing_writes.is_empty() {
+            self.liveness.unsettle(req.node_id);
+        }
         let assignments = if req.role == NodeRole::Data as i32 {
             self.assignments_for(Some(req.node_id), &self.sm.topics().map_err(internal)?)?
         } else {

@@ -199,9 +199,8 @@ pub struct DataNodeBuilder {
 
 pub struct DataNode {
     inner: Arc<DataInner>,
-    heartbeat: tokio::task::JoinHandle<()>,
-    retention: tokio::task::JoinHandle<()>,
-    quiesce: tokio::task::JoinHandle<()>,
+    /// The node's background loops: heartbeat, retention, quiescence, storage failure.
+    loops: Vec<tokio::task::JoinHandle<()>>,
     server: Option<chronik_raft::GrpcServer>,
 }
 
@@ -276,9 +275,7 @@ impl DataNode {
     }
 
     pub async fn shutdown(mut self) {
-        self.heartbeat.abort();
-        self.retention.abort();
-        self.quiesce.abort();
+        self.loops.iter().for_each(|l| l.abort());
         self.inner.groups.liveness().stop();
         if let Some(server) = self.server.take() {
             server.stop().await;
@@ -294,9 +291,7 @@ impl DataNode {
 /// loops and pings, which would otherwise keep every group alive.
 impl Drop for DataNode {
     fn drop(&mut self) {
-        self.heartbeat.abort();
-        self.retention.abort();
-        self.quiesce.abort();
+        self.loops.iter().for_each(|l| l.abort());
         self.inner.groups.liveness().stop();
     }
 }
@@ -354,8 +349,11 @@ impl DataNodeBuilder {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         );
-        let heartbeat = tokio::spawn(heartbeat_loop(inner.clone()));
-        let retention = tokio::spawn(retention_loop(inner.clone()));
+        let mut loops = vec![
+            tokio::spawn(heartbeat_loop(inner.clone())),
+            tokio::spawn(retention_loop(inner.clone())),
+            tokio::spawn(storage_failure_loop(inner.clone())),
+        ];
         let r = &inner.cfg.cluster.raft;
         inner.groups.liveness().start(
             inner.node_id,
@@ -364,8 +362,8 @@ impl DataNodeBuilder {
             Duration::from_millis(r.heartbeat_interval_ms),
             Duration::from_millis(r.election_timeout_ms),
         );
-        let quiesce = tokio::spawn(crate::quiesce::quiesce_loop(inner.clone()));
-        Ok(DataNode { inner, heartbeat, retention, quiesce, server: None })
+        loops.push(tokio::spawn(crate::quiesce::quiesce_loop(inner.clone())));
+        Ok(DataNode { inner, loops, server: None })
     }
 }
 
@@ -419,8 +417,12 @@ async fn heartbeat_loop(inner: Arc<DataInner>) {
         }
     }
     loop {
-        let req =
-            NodeHeartbeatRequest { node_id: inner.node_id, role: NodeRole::Data as i32, replicas: inner.statuses() };
+        let req = NodeHeartbeatRequest {
+            node_id: inner.node_id,
+            role: NodeRole::Data as i32,
+            replicas: inner.statuses(),
+            refusing_writes: inner.disk.check().err().map(|e| e.message).unwrap_or_default(),
+        };
         match control
             .call(|mut c| {
                 let req = req.clone();
@@ -443,6 +445,25 @@ async fn heartbeat_loop(inner: Arc<DataInner>) {
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// How often a node looks whether its disk still takes writes.
+const STORAGE_CHECK: Duration = Duration::from_millis(250);
+
+/// While this node's disk guard refuses writes (a log fail-stopped after a failed sync, until
+/// restart; or free space under `wal.min_free_bytes`), the partitions it leads refuse every
+/// produce: before this loop they stayed its until an operator restarted the node. They are
+/// handed to replicas that can take them, as Kafka moves leaders off a failed log directory.
+async fn storage_failure_loop(inner: Arc<DataInner>) {
+    loop {
+        tokio::time::sleep(STORAGE_CHECK).await;
+        let Err(why) = inner.disk.check() else { continue };
+        for p in inner.partitions() {
+            if let Err(e) = p.hand_over(&why.message).await {
+                tracing::warn!(target: "chronik_cluster", partition = %p.name, "could not hand leadership over: {e}");
+            }
+        }
     }
 }
 

@@ -81,6 +81,7 @@ impl Membership {
                     node_id: self.node_id,
                     role: NodeRole::Gateway as i32,
                     replicas: Vec::new(),
+                    refusing_writes: String::new(),
                 };
                 async move { c.node_heartbeat(req).await }
             })

@@ -106,6 +106,26 @@ impl Partition {
         }
     }
 
+    /// Hands leadership to the most caught-up voter that can take over, if this replica
+    /// leads and there is one: this node refuses writes (`why`).
+    pub async fn hand_over(&self, why: &str) -> Result<(), String> {
+        if !self.is_leader() {
+            return Ok(());
+        }
+        let lag = self.observer.lag();
+        let Members { voters, .. } = self.members();
+        let Some(to) = voters
+            .into_iter()
+            .filter(|v| *v != self.node_id && self.ready_to_lead(*v).is_ok())
+            .min_by_key(|v| lag.get(v).map(|l| (l.entries, l.ms)))
+        else {
+            return Ok(());
+        };
+        tracing::warn!(target: "chronik_cluster", partition = %self.name, "Handing leadership to node {to}: {why}");
+        self.quiet.touch();
+        self.raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string())
+    }
+
     /// One membership change; replaced voters are removed, not kept as learners.
     async fn change(&self, change: ChangeMembers<u64, BasicNode>) -> Result<(), String> {
         self.quiet.touch();
