@@ -191,6 +191,27 @@ fn write_all_vectored_at(file: &File, mut slices: &mut [IoSlice<'_>], at: u64) -
     Ok(())
 }
 
+/// `len` bytes of `file` from `at`, read into memory that is not zeroed first: fetches read
+/// megabytes at a time, and the memset was 3 % of a consume profile.
+fn read_at(file: &File, at: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let offset = at + buf.len() as u64;
+        let read = match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), offset) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => r?,
+        };
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file ends before byte {} (read {} of {len} bytes from {at})", at + len as u64, buf.len()),
+            ));
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
 /// Reads records `start..end` of `seg` with one `pread`, checking each frame again: the page
 /// cache is trusted no more than the disk.
 pub(crate) fn read_frames(
@@ -202,9 +223,7 @@ pub(crate) fn read_frames(
     let path = &seg.file.path;
     let base = seg.positions[start];
     let stop = seg.frame_end(end - 1);
-    let mut buf = vec![0u8; (stop - base) as usize];
-    seg.file.file.read_exact_at(&mut buf, base).map_err(|e| WalError::io(path, "read", e))?;
-    let buf = Bytes::from(buf);
+    let buf = Bytes::from(read_at(&seg.file.file, base, (stop - base) as usize).map_err(|e| WalError::io(path, "read", e))?);
     for i in start..end {
         let pos = seg.positions[i];
         let at = (pos - base) as usize;
