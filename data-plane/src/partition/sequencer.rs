@@ -34,8 +34,8 @@ const PATIENCE: Duration = Duration::from_secs(2);
 /// How often a waiting batch looks at the state machine again.
 const RECHECK: Duration = Duration::from_millis(50);
 /// How long a missing sequence may keep its successors waiting (they come back through the
-/// client's retries) before it is taken as lost: then a successor is proposed, and the state machine
-/// refuses the gap as Kafka would, which is fatal to the producer. Longer than a predecessor
+/// client's retries) before it is taken as lost: then a successor is proposed, and the state
+/// machine refuses the gap as Kafka would, which is fatal to the producer. Longer than a predecessor
 /// can spend in the gateway's retries across faults in a row: 10 s was not (in an hour of
 /// faults, a batch held up by two data nodes cut off one after the other came too late).
 const GIVE_UP: Duration = Duration::from_secs(30);
@@ -333,7 +333,7 @@ mod tests {
     async fn a_sequence_missing_for_good_lets_its_successor_through_to_be_refused() {
         let seq = Sequencer::default();
         let started = tokio::time::Instant::now();
-        // The successor keeps coming back (the gateway retries it) while 9 never comes.
+        // The successor keeps coming back (the client retries it) while 9 never comes.
         loop {
             match seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await {
                 Err(e) => assert_eq!(e.code, ErrorCode::SequenceAhead),

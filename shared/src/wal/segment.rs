@@ -223,7 +223,8 @@ pub(crate) fn read_frames(
     let path = &seg.file.path;
     let base = seg.positions[start];
     let stop = seg.frame_end(end - 1);
-    let buf = Bytes::from(read_at(&seg.file.file, base, (stop - base) as usize).map_err(|e| WalError::io(path, "read", e))?);
+    let buf =
+        Bytes::from(read_at(&seg.file.file, base, (stop - base) as usize).map_err(|e| WalError::io(path, "read", e))?);
     for i in start..end {
         let pos = seg.positions[i];
         let at = (pos - base) as usize;
