@@ -15,6 +15,11 @@ use super::Partition;
 
 /// A learner at most this many entries behind is caught up enough to vote.
 const CAUGHT_UP_ENTRIES: u64 = 64;
+/// A partition handed over because its node refused writes is not handed over again sooner:
+/// when every replica's disk refuses writes (a cluster-wide full disk), leadership would
+/// otherwise go round the replicas every few hundred milliseconds, disturbing the readers
+/// for nothing.
+const HAND_OVER_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The Raft membership as this replica knows it.
 pub struct Members {
@@ -109,7 +114,8 @@ impl Partition {
     /// Hands leadership to the most caught-up voter that can take over, if this replica
     /// leads and there is one: this node refuses writes (`why`).
     pub async fn hand_over(&self, why: &str) -> Result<(), String> {
-        if !self.is_leader() {
+        let recently = |last: &Option<std::time::Instant>| last.is_some_and(|t| t.elapsed() < HAND_OVER_AGAIN_AFTER);
+        if !self.is_leader() || recently(&self.handed_over.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(());
         }
         let lag = self.observer.lag();
@@ -122,6 +128,7 @@ impl Partition {
             return Ok(());
         };
         tracing::warn!(target: "chronik_cluster", partition = %self.name, "Handing leadership to node {to}: {why}");
+        *self.handed_over.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         self.quiet.touch();
         self.raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string())
     }

@@ -72,6 +72,9 @@ pub struct Partition {
     liveness: Arc<Liveness>,
     /// This replica's stop as leader has been reported to the peers' pings.
     stop_reported: std::sync::atomic::AtomicBool,
+    /// When this replica last handed leadership over because its node refused writes
+    /// (`membership.rs`, `hand_over`).
+    handed_over: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 pub fn group_name(topic: &str, partition: u32) -> String {
@@ -160,6 +163,7 @@ impl Partition {
             quiet,
             liveness: spec.liveness,
             stop_reported: Default::default(),
+            handed_over: Default::default(),
         })
     }
 
