@@ -3,10 +3,11 @@
 //! replica it replaces is removed in the same membership change. A leader that is itself
 //! being moved away first hands leadership to a replica that stays.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use chronik_raft::observer::FollowerLag;
 use openraft::BasicNode;
 use openraft::ChangeMembers;
 use openraft::async_runtime::WatchReceiver;
@@ -61,7 +62,7 @@ impl Partition {
         let lag = self.observer.lag();
         let caught_up = |n: &u64| *n == self.node_id || lag.get(n).is_some_and(|l| l.entries <= CAUGHT_UP_ENTRIES);
         if !wanted.contains(&self.node_id) {
-            if let Some(to) = voters.iter().find(|v| wanted.contains(v) && self.ready_to_lead(**v).is_ok()) {
+            if let Some(to) = voters.iter().find(|v| wanted.contains(v) && self.ready_to_lead(**v, &lag).is_ok()) {
                 tracing::info!(target: "chronik_cluster", partition = %self.name, "Moving off node {}: transferring leadership to node {to}", self.node_id);
                 self.quiet.touch();
                 self.raft.trigger().transfer_leader(*to).await.map_err(|e| e.to_string())?;
@@ -95,13 +96,16 @@ impl Partition {
     /// so handing over to a replica that cannot win (its group stopped by a disk error, its
     /// node cut off) left the partition without a leader until an election timed out; the
     /// balancer did that once a second to a node whose log had fail-stopped (fault campaign,
-    /// seed 1795817705036654036). Err says why not.
-    pub(super) fn ready_to_lead(&self, n: u64) -> Result<(), String> {
+    /// seed 1795817705036654036). Err says why not. `lag` is [`RaftObserver::lag`], read once
+    /// by the caller.
+    ///
+    /// [`RaftObserver::lag`]: chronik_raft::RaftObserver::lag
+    pub(super) fn ready_to_lead(&self, n: u64, lag: &BTreeMap<u64, FollowerLag>) -> Result<(), String> {
         if n == self.node_id {
             return Ok(());
         }
         let window = self.quorum_window.as_millis() as u64;
-        match self.observer.lag().get(&n) {
+        match lag.get(&n) {
             Some(l) if l.entries <= CAUGHT_UP_ENTRIES && l.ms <= window => Ok(()),
             Some(l) => Err(format!(
                 "it is {} entries behind and last caught up or answered {} ms ago (more than {CAUGHT_UP_ENTRIES} entries or {window} ms: its replica may be stopped, cut off or catching up)",
@@ -114,15 +118,15 @@ impl Partition {
     /// Hands leadership to the most caught-up voter that can take over, if this replica
     /// leads and there is one: this node refuses writes (`why`).
     pub async fn hand_over(&self, why: &str) -> Result<(), String> {
-        let recently = |last: &Option<std::time::Instant>| last.is_some_and(|t| t.elapsed() < HAND_OVER_AGAIN_AFTER);
-        if !self.is_leader() || recently(&self.handed_over.lock().unwrap_or_else(|p| p.into_inner())) {
+        let last = *self.handed_over.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_leader() || last.is_some_and(|t| t.elapsed() < HAND_OVER_AGAIN_AFTER) {
             return Ok(());
         }
         let lag = self.observer.lag();
         let Members { voters, .. } = self.members();
         let Some(to) = voters
             .into_iter()
-            .filter(|v| *v != self.node_id && self.ready_to_lead(*v).is_ok())
+            .filter(|v| *v != self.node_id && self.ready_to_lead(*v, &lag).is_ok())
             .min_by_key(|v| lag.get(v).map(|l| (l.entries, l.ms)))
         else {
             return Ok(());

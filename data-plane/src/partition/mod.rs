@@ -463,7 +463,7 @@ impl Partition {
                 format!("node {target} is not a replica of partition {}", self.name),
             ));
         }
-        if let Err(why) = self.ready_to_lead(target) {
+        if let Err(why) = self.ready_to_lead(target, &self.observer.lag()) {
             return Err(ChronikError::new(
                 ErrorCode::Unavailable,
                 format!(
