@@ -172,16 +172,30 @@ async fn learner_catches_up_by_chunked_snapshot_despite_a_lost_chunk() {
             let raft = raft.clone();
             let id = 10_000 + wave * 500 + i;
             async move {
-                raft.client_write(ControlCommand::RegisterNode(NodeRecord {
+                let cmd = ControlCommand::RegisterNode(NodeRecord {
                     node_id: id,
                     role: Role::Data,
                     addr: format!("10.0.0.1:{}", id % 60000),
                     rack: String::new(),
                     draining: false,
                     http_addr: String::new(),
-                }))
-                .await
-                .expect("write");
+                });
+                // 500 writes at once on two shared cores can starve the heartbeats: the leader
+                // then refuses writes until a quorum acks again (ForwardToLeader, no leader
+                // named, LeaseExpired). A control client retries that; so does this one.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match raft.client_write(cmd.clone()).await {
+                        Ok(_) => break,
+                        Err(e)
+                            if e.forward_to_leader().is_some_and(|f| f.leader_id.is_none_or(|l| l == leader))
+                                && Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => panic!("write: {e:?}"),
+                    }
+                }
             }
         });
         futures::future::join_all(writes).await;
