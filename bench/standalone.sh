@@ -6,7 +6,8 @@
 #
 # throughput -1 (the default) produces as fast as possible; a rate in records/s measures the
 # latency at that rate. Prints one line per run (MB/s, p50, p99, server CPU seconds per GB),
-# then min / median / max.
+# then min / median / max. LINGER_MS (5) is the client's linger.ms: at low rates a batch waits
+# all of it before it is sent, and that wait is part of every latency figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,13 +16,14 @@ profile=${2:-medium}
 partitions=${3:-1}
 throughput=${4:--1}
 records=${5:-1000000}
+linger=${LINGER_MS:-5}
 out=$(mktemp -d)
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 build_release
 trap cleanup EXIT
 
-echo "standalone: $runs runs, profile $profile, $partitions partitions, $records records, throughput $throughput, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "standalone: $runs runs, profile $profile, $partitions partitions, $records records, throughput $throughput, linger.ms $linger, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for run in $(seq 1 "$runs"); do
   dir=$(mktemp -d)
   target/release/chronik-server standalone --data-dir "$dir" --set wal.profile="$profile" \
@@ -31,7 +33,7 @@ for run in $(seq 1 "$runs"); do
   wait_port 23092
   target/release/chronik-bench produce --json --topic "standalone-$run" --create-topic --partitions "$partitions" \
     --num-records "$records" --record-size 1024 --throughput "$throughput" \
-    --producer-props bootstrap.servers=127.0.0.1:23092 acks=all linger.ms=5 batch.size=1048576 \
+    --producer-props bootstrap.servers=127.0.0.1:23092 acks=all linger.ms="$linger" batch.size=1048576 \
     >"$out/run-$run.json" 2>"$out/run-$run.err" || { tail -n 5 "$out/run-$run.err"; tail -n 20 "$dir/server.log"; exit 1; }
   # utime + stime in clock ticks (100 per second), fields 14 and 15 of /proc/<pid>/stat.
   ticks=$(awk '{print $14 + $15}' "/proc/${pids[0]}/stat")
