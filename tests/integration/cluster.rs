@@ -373,6 +373,20 @@ impl ProcCluster {
         ControlProc::start_role(&self.dir, &self.config(id), role)
     }
 
+    /// The last `lines` lines of every node's log, for a failure that needs explaining.
+    pub fn log_tails(&self, lines: usize) -> String {
+        self.controls()
+            .chain(self.data.iter())
+            .map(|n| {
+                let text = n.log_text();
+                let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- node {} ({}), {}:\n{}", n.id, n.role, n.log.display(), tail.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Creates `topic` through the control plane, retrying while the data nodes are still
     /// registering (placement needs `replication_factor` live ones).
     pub async fn create_topic(&self, topic: &str, partitions: u32, replication_factor: u32) {
@@ -393,8 +407,9 @@ impl ProcCluster {
                 Ok(_) => return,
                 Err(e) => assert!(
                     std::time::Instant::now() < deadline,
-                    "topic {topic} never created (data nodes not registered?): {}",
-                    e.message()
+                    "topic {topic} never created (data nodes not registered?): {}\n{}",
+                    e.message(),
+                    self.log_tails(20)
                 ),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

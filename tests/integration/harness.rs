@@ -6,14 +6,30 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use chronik_shared::config::ChronikConfig;
 use rdkafka::ClientConfig;
 
-/// A free 127.0.0.1 port (bound and released; good enough for tests on one machine).
+/// A 127.0.0.1 port nobody listens on, for a node started afterwards. Taken below the kernel's
+/// ephemeral range (32768-60999): a port from that range stays free only until some test's
+/// outgoing connection is given it, and a node started on it then exits with "Address already
+/// in use" (the likely end of a data node missing from a fresh-clone CI run). Each test binary
+/// starts at its own place in 20000-31999, so its nodes do not take the last binary's ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + start.wrapping_add(n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{FIRST}-{}", FIRST + COUNT - 1)
 }
 
 /// Standalone config on 127.0.0.1 ephemeral ports in `dir`.
