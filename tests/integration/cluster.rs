@@ -379,9 +379,9 @@ impl ProcCluster {
             .chain(self.data.iter())
             .map(|n| {
                 let text = n.log_text();
-                let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("--- node {} ({}), {}:\n{}", n.id, n.role, n.log.display(), tail.join("\n"))
+                let all: Vec<&str> = text.lines().collect();
+                let tail = all[all.len().saturating_sub(lines)..].join("\n");
+                format!("--- node {} ({}), {}:\n{tail}", n.id, n.role, n.log.display())
             })
             .collect::<Vec<_>>()
             .join("\n")
