@@ -75,6 +75,19 @@ impl Liveness {
         }
     }
 
+    /// Node `node_id` registered: it registers once per start, so it has just (re)started,
+    /// even when it came back within the node timeout and no heartbeat was missed (a kill -9
+    /// and a restart inside 1.5 s). Its run of heartbeats starts again, or the balancer would
+    /// hand leadership straight back to a node that has not caught up; the last report of its
+    /// previous run describes replicas that process no longer runs.
+    pub fn registered(&self, node_id: u64) {
+        self.beat(node_id, None);
+        if let Some(s) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&node_id) {
+            s.since = s.at;
+            s.replicas.clear();
+        }
+    }
+
     /// Node `node_id` is alive but refuses writes (its disk failed or is full): its run of
     /// heartbeats starts again, so [`Liveness::alive_for`] holds only once it has taken writes
     /// for the grace period. The balancer would otherwise hand it leadership (which it hands
@@ -183,5 +196,23 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         l.beat(2, Some(Vec::new()));
         assert!(l.alive_for(2, Duration::from_millis(20)), "settled again once it took writes for the grace");
+    }
+
+    /// A node killed and restarted inside the node timeout never misses a heartbeat's deadline:
+    /// its registration alone says it is new, and its old report no longer names it leader.
+    #[test]
+    fn a_node_that_registers_again_has_just_started() {
+        let l = Liveness::new(Duration::from_secs(10));
+        l.beat(2, Some(leading(1, 10)));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(l.alive_for(2, Duration::from_millis(20)));
+        l.registered(2);
+        assert!(l.is_alive(2));
+        assert!(!l.alive_for(2, Duration::from_millis(20)), "just restarted: not settled");
+        assert_eq!(l.observed("t", 0).leader, None, "the report of its previous run is gone");
+        assert!(!l.hosts(2, "t", 0));
+        std::thread::sleep(Duration::from_millis(30));
+        l.beat(2, Some(leading(1, 10)));
+        assert!(l.alive_for(2, Duration::from_millis(20)), "settled once it kept beating for the grace");
     }
 }

@@ -234,7 +234,7 @@ impl ControlService for ControlServiceImpl {
             self.write(ControlCommand::RegisterNode(rec.clone())).await?;
             tracing::info!(target: "chronik_cluster", "Registered {:?} node {} at {}", rec.role, rec.node_id, rec.addr);
         }
-        self.liveness.beat(rec.node_id, None);
+        self.liveness.registered(rec.node_id);
         Ok(Response::new(RegisterNodeResponse { cluster_epoch: 0 }))
     }
 
