@@ -2,7 +2,7 @@
 //! bytes. Reading allocates as bytes arrive (never the declared size up front), so a client
 //! that announces a large frame and then trickles costs only what it actually sent.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Growth step of a frame buffer while its bytes arrive.
@@ -59,20 +59,6 @@ pub(crate) async fn read_body<R: AsyncRead + Unpin>(r: &mut R, size: usize) -> R
     Ok(buf.freeze())
 }
 
-/// Prepends the 4-byte size to an encoded response (whose first 4 bytes were reserved).
-pub(crate) fn finish(mut frame: BytesMut) -> Option<Bytes> {
-    let size = i32::try_from(frame.len().checked_sub(4)?).ok()?;
-    frame[..4].copy_from_slice(&size.to_be_bytes());
-    Some(frame.freeze())
-}
-
-/// A buffer with room reserved for the size prefix, for [`finish`].
-pub(crate) fn start() -> BytesMut {
-    let mut b = BytesMut::with_capacity(256);
-    b.put_i32(0);
-    b
-}
-
 /// What to tell the operator about an unacceptable size prefix, with a guess at what the peer
 /// actually speaks.
 fn bad_size_reason(size: i32, raw: [u8; 4], max: usize) -> String {
@@ -126,12 +112,5 @@ mod tests {
         let mut r: &[u8] = &data;
         let body = read_body(&mut r, data.len()).await.expect("body");
         assert_eq!(body.as_ref(), &data[..]);
-    }
-
-    #[test]
-    fn finish_writes_the_size() {
-        let mut b = start();
-        b.put_slice(b"abc");
-        assert_eq!(finish(b).expect("frame").as_ref(), &[0, 0, 0, 3, b'a', b'b', b'c']);
     }
 }

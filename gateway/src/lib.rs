@@ -5,6 +5,7 @@
 //! - `server.rs`: the Kafka listener, one task per connection; pipelined requests are handled
 //!   concurrently and answered in order; bad input closes the connection with a logged reason.
 //! - `frame.rs`: the 4-byte size framing, read without trusting the declared size.
+//! - `response_frame.rs`: responses encoded as pieces, fetched records passed through uncopied.
 //! - `guard.rs`: the array-length check run before kafka-protocol decodes a request.
 //! - `router.rs`: the one table of Kafka APIs (key → versions → handler), with request metrics.
 //! - `handlers/`: one file per Kafka API.
@@ -34,6 +35,7 @@ mod handlers;
 mod leader;
 mod metadata_cache;
 mod registration;
+mod response_frame;
 mod router;
 mod server;
 

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Decodable;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,6 +29,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::context::Ctx;
 use crate::frame::{self, FrameError};
 use crate::handlers::api_versions;
+use crate::response_frame::{self, ResponseFrame};
 use crate::router;
 
 /// Requests of one connection being handled or waiting for their turn to be answered.
@@ -82,8 +83,8 @@ struct Pending {
 }
 
 enum Response {
-    Ready(Bytes),
-    Handling(JoinHandle<Result<Bytes, String>>),
+    Ready(ResponseFrame),
+    Handling(JoinHandle<Result<ResponseFrame, String>>),
 }
 
 async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) {
@@ -154,7 +155,7 @@ async fn read_loop(
                         .scope(client, router::dispatch(&ctx, key, version, *request))
                         .await
                         .ok_or_else(|| format!("no handler for {key:?}"))?;
-                    encode(key, version, correlation_id, &response)
+                    response_frame::encode(key, version, correlation_id, response)
                 };
                 if no_response {
                     tokio::spawn(async move {
@@ -196,7 +197,7 @@ fn frame_error(peer: SocketAddr, e: FrameError) -> ReadEnd {
 
 async fn write_loop(mut writer: OwnedWriteHalf, peer: SocketAddr, mut rx: mpsc::UnboundedReceiver<Pending>) {
     while let Some(pending) = rx.recv().await {
-        let frame = match pending.response {
+        let mut frame = match pending.response {
             Response::Ready(frame) => frame,
             Response::Handling(task) => match task.await {
                 Ok(Ok(frame)) => frame,
@@ -210,7 +211,7 @@ async fn write_loop(mut writer: OwnedWriteHalf, peer: SocketAddr, mut rx: mpsc::
                 }
             },
         };
-        if let Err(e) = writer.write_all(&frame).await {
+        if let Err(e) = writer.write_all_buf(&mut frame).await {
             tracing::debug!(target: "chronik_gateway", "cannot write to Kafka client {peer}: {e}");
             break;
         }
@@ -234,7 +235,7 @@ pub(crate) enum Parsed {
         request: Box<RequestKind>,
     },
     /// Answered without a handler (ApiVersions of an unknown version).
-    Answer(Bytes),
+    Answer(ResponseFrame),
     /// Close the connection, for this reason.
     Reject(String),
 }
@@ -256,7 +257,7 @@ pub(crate) fn parse(body: Bytes) -> Parsed {
     if version < range.min || version > range.max {
         if key == ApiKey::ApiVersions {
             let response = ResponseKind::ApiVersions(api_versions::unsupported_version());
-            return match encode(key, 0, correlation_id, &response) {
+            return match response_frame::encode(key, 0, correlation_id, response) {
                 Ok(frame) => Parsed::Answer(frame),
                 Err(reason) => Parsed::Reject(reason),
             };
@@ -281,22 +282,4 @@ pub(crate) fn parse(body: Bytes) -> Parsed {
         Ok(request) => Parsed::Request { key, version, correlation_id, client_id, request: Box::new(request) },
         Err(e) => Parsed::Reject(format!("undecodable {key:?} v{version} request: {e}")),
     }
-}
-
-/// A whole response frame: size, header, body.
-fn encode(key: ApiKey, version: i16, correlation_id: i32, response: &ResponseKind) -> Result<Bytes, String> {
-    let mut buf = frame::start();
-    // A fetch response carries megabytes of records: growing the buffer as it fills copied
-    // them again on every doubling (3 % of the server's CPU while consumers read).
-    if let ResponseKind::Fetch(fetch) = response
-        && let Ok(size) = fetch.compute_size(version)
-    {
-        buf.reserve(size + 64);
-    }
-    ResponseHeader::default()
-        .with_correlation_id(correlation_id)
-        .encode(&mut buf, key.response_header_version(version))
-        .map_err(|e| format!("cannot encode the {key:?} v{version} response header: {e:#}"))?;
-    response.encode(&mut buf, version).map_err(|e| format!("cannot encode the {key:?} v{version} response: {e:#}"))?;
-    frame::finish(buf).ok_or_else(|| format!("the {key:?} v{version} response is too large for a frame"))
 }
