@@ -333,7 +333,7 @@ impl Default for WalConfig {
         Self {
             profile: WalProfile::Medium,
             segment_bytes: 64 * 1024 * 1024,
-            linger_us: 2000,
+            linger_us: 1000,
             scrub_interval_secs: 3600,
             min_free_bytes: 64 * 1024 * 1024,
             verify_sealed_on_start: false,

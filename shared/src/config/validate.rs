@@ -237,7 +237,7 @@ impl ChronikConfig {
         if w.linger_us > 100_000 {
             warnings.push(format!(
                 "wal.linger_us ({}) adds more than 100 ms to every write under the high profile; \
-                 a few milliseconds (default 2000) is usually enough",
+                 a millisecond or two (default 1000) is usually enough",
                 w.linger_us
             ));
         }

@@ -138,7 +138,7 @@ impl Default for WalOptions {
         Self {
             profile: WalProfile::Medium,
             segment_bytes: 64 * 1024 * 1024,
-            linger: Duration::from_millis(2),
+            linger: Duration::from_millis(1),
             verify_sealed_on_start: false,
         }
     }
