@@ -1,9 +1,13 @@
 //! `produce`: kafka-producer-perf-test compatible load generator.
 //!
-//! Uses a single-threaded [`BaseProducer`]: the send loop itself polls the
-//! event queue, so delivery reports are handled on this thread with no
-//! future/channel per record and no contention on the statistics. Each record
-//! carries its send timestamp as delivery opaque (no allocation per record).
+//! Uses a [`ThreadedProducer`]: its thread serves delivery reports as they
+//! arrive, with no future/channel per record, and the send loop sleeps while
+//! it waits for --throughput tokens. (Waiting in `BaseProducer::poll` instead
+//! spun: rust-rdkafka turns what is left of a poll's timeout into whole
+//! milliseconds, so the last fraction of every wait was a busy loop, and with
+//! 1 ms waits all of it; a rate-limited run took a whole core from the server
+//! it measured on a 2-core machine.) Each record carries its send timestamp as
+//! delivery opaque (no allocation per record).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +20,7 @@ use clap::Args;
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 
 use crate::client::{self, ErrorCapture, TopicState};
 use crate::props::Props;
@@ -156,9 +160,12 @@ impl ProducerContext for BenchProducerContext {
     }
 }
 
+/// Shortest wait for a token: below this a sleep costs more than it saves.
+const MIN_SLEEP: Duration = Duration::from_micros(200);
+
 /// Token bucket for --throughput: tokens accrue continuously at `rate`, capped
-/// at `burst`, so the sender waits in coarse slices (serving delivery reports
-/// meanwhile) instead of sleeping per record.
+/// at `burst`, so the sender waits in coarse slices (sleeping, while the
+/// producer's thread serves delivery reports) instead of sleeping per record.
 struct TokenBucket {
     rate: f64,
     burst: f64,
@@ -256,7 +263,7 @@ pub fn run(args: ProduceArgs) -> Result<ExitCode> {
     };
     let mut cfg = props.to_client_config();
     cfg.set_log_level(client::log_level(verbose));
-    let producer: BaseProducer<BenchProducerContext> = match cfg.create_with_context(ctx) {
+    let producer: ThreadedProducer<BenchProducerContext> = match cfg.create_with_context(ctx) {
         Ok(p) => p,
         Err(e) => bail!("cannot create producer for {bootstrap}: {e}"),
     };
@@ -357,32 +364,23 @@ pub fn run(args: ProduceArgs) -> Result<ExitCode> {
         if let Some(b) = bucket.as_mut()
             && !b.try_take(now)
         {
-            // Serve delivery reports while waiting for the next token.
+            // Delivery reports are served by the producer's thread meanwhile.
             let until_report = next_report.saturating_duration_since(now);
-            let wait = b
-                .wait()
-                .max(Duration::from_millis(1))
-                .min(until_report.max(Duration::from_millis(1)))
-                .min(Duration::from_millis(100));
-            producer.poll(wait);
+            let wait = b.wait().max(MIN_SLEEP).min(until_report.max(MIN_SLEEP)).min(Duration::from_millis(100));
+            std::thread::sleep(wait);
             continue;
         }
         let sent_at = now.duration_since(ctx_start).as_nanos() as usize;
         let record = BaseRecord::<(), [u8], usize>::with_opaque_to(&args.topic, sent_at).payload(&payload[..]);
         match producer.send(record) {
-            Ok(()) => {
-                sent += 1;
-                if sent.is_multiple_of(128) {
-                    producer.poll(Duration::ZERO);
-                }
-            }
+            Ok(()) => sent += 1,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                // Local queue full: serve delivery reports to free space, then
-                // retry (the token taken above is given back).
+                // Local queue full: wait for delivery reports to free space,
+                // then retry (the token taken above is given back).
                 if let Some(b) = bucket.as_mut() {
                     b.tokens += 1.0;
                 }
-                producer.poll(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err((e, _)) => {
                 // Anything else (record too large, unknown topic, fatal
@@ -412,7 +410,7 @@ pub fn run(args: ProduceArgs) -> Result<ExitCode> {
             .saturating_duration_since(now)
             .min(flush_deadline.saturating_duration_since(now))
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
-        producer.poll(wait);
+        std::thread::sleep(wait);
     }
     let end = Instant::now();
     let still_in_flight = producer.in_flight_count();
