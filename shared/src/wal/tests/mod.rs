@@ -454,7 +454,7 @@ fn profiles_parse_print_and_serialize() {
     assert!(err.contains("low") && err.contains("medium") && err.contains("high"), "{err}");
     assert_eq!(WalProfile::default(), WalProfile::Medium);
     let d = WalOptions::default();
-    assert_eq!((d.segment_bytes, d.linger), (64 << 20, Duration::from_millis(2)));
+    assert_eq!((d.segment_bytes, d.linger), (64 << 20, Duration::from_millis(1)));
 }
 
 #[test]
