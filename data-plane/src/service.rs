@@ -25,7 +25,8 @@ impl DataServiceImpl {
 }
 
 /// Reads what one partition of a fetch has ready.
-fn fetch_one(inner: &DataInner, p: &FetchPartition, budget: usize) -> FetchedPartition {
+/// With `pieces`, the record set goes back as the pieces read (`record_pieces`), uncopied.
+fn fetch_one(inner: &DataInner, p: &FetchPartition, budget: usize, pieces: bool) -> FetchedPartition {
     let tp = p.tp.clone();
     let mut out = FetchedPartition { tp: tp.clone(), ..Default::default() };
     let part = match tp.as_ref().map(|tp| inner.partition(&tp.topic, tp.partition)) {
@@ -58,8 +59,9 @@ fn fetch_one(inner: &DataInner, p: &FetchPartition, budget: usize) -> FetchedPar
         return out;
     }
     let max = (p.max_bytes as usize).min(budget).max(1);
-    match part.read(p.offset, max) {
-        Ok(b) => out.records = b,
+    match part.read_pieces(p.offset, max) {
+        Ok(read) if pieces => out.record_pieces = read,
+        Ok(read) => out.records = chronik_proto::record_set::concat(read),
         Err(e) => {
             out.error_code = e.code.id();
             out.error_message = e.message;
@@ -121,9 +123,9 @@ impl DataService for DataServiceImpl {
             let mut total = 0usize;
             let mut any_error = false;
             for p in &req.partitions {
-                let f = fetch_one(&self.inner, p, budget);
-                budget = budget.saturating_sub(f.records.len());
-                total += f.records.len();
+                let f = fetch_one(&self.inner, p, budget, req.record_pieces);
+                budget = budget.saturating_sub(f.records_len());
+                total += f.records_len();
                 any_error |= f.error_code != 0;
                 parts.push(f);
             }
@@ -132,7 +134,7 @@ impl DataService for DataServiceImpl {
                 || tokio::time::Instant::now() >= deadline
                 || watches.is_empty()
             {
-                let bytes: usize = parts.iter().map(|p| p.records.len()).sum();
+                let bytes: usize = parts.iter().map(FetchedPartition::records_len).sum();
                 tracing::trace!(target: "chronik_server", "fetch answered with {bytes} bytes");
                 return Ok(Response::new(FetchResponse { partitions: parts }));
             }

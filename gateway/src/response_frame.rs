@@ -1,31 +1,67 @@
 //! Response frames: encoded, then written as a list of pieces. A Fetch response is mostly
-//! record sets exactly as a data node read them from its log, and encoding it into one buffer
-//! copied every byte of them once more (memmove was a third of the gateway's CPU while
-//! consumers read). So a large record set is swapped for a 16-byte marker before encoding,
-//! and afterwards the frame is cut at each marker and the record set's own `Bytes` put in its
-//! place: records go from the data node's read to the socket in a vectored write, uncopied.
+//! record sets exactly as data nodes read them from their logs (each a few pieces: the stored
+//! batches and their rewritten 8-byte `baseOffset`s), and encoding it into one buffer copied
+//! every byte of them once more (memmove was a third of the gateway's CPU while consumers
+//! read). So the Fetch handler hands each large record set to [`record_set`], which keeps its
+//! pieces for this request and gives back a 16-byte marker to put in the response instead;
+//! after encoding, the frame is cut at each marker (and the length prefix kafka-protocol
+//! wrote for it) and the record set's pieces go in its place with their real length prefix.
+//! The frame leaves in vectored writes: records go from the data node's read to the socket
+//! uncopied.
 //!
-//! The marker is a per-process random 64-bit value and the record set's index; it is found
-//! right behind the length prefix kafka-protocol wrote for it, in order, or the response is
-//! encoded the plain way instead.
+//! A marker is a per-process random 64-bit value and the record set's index. Any marker found
+//! must sit right behind its prefix and name a record set not spliced yet, or the response is
+//! encoded the plain way, each marker replaced by its record set copied whole.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::io::IoSlice;
 use std::sync::LazyLock;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use chronik_proto::record_set::concat;
 use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::Encodable;
 
-/// Record sets smaller than this are copied: a piece of their own costs more than the copy.
+/// Record sets smaller than this are copied: pieces of their own cost more than the copy.
 const SPLICE_MIN: usize = 4096;
 const MARKER_LEN: usize = 16;
 /// Fetch v12 and later encode records as compact bytes (unsigned varint of length + 1).
 const FIRST_FLEXIBLE_FETCH: i16 = 12;
 
-/// Unpredictable to clients, so no topic name or offset they choose can pass for a marker.
+/// Unpredictable to clients, so no topic name, offset or record they choose can pass for a
+/// marker.
 static NONCE: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(std::process::id()));
+
+/// A record set as the pieces to send, in order.
+type Pieces = Vec<Bytes>;
+
+tokio::task_local! {
+    /// The record sets of the response being handled, by marker index.
+    static RECORD_SETS: RefCell<Vec<Pieces>>;
+}
+
+/// Runs a request's handling and encoding, `fut`, with a place for its record sets.
+pub(crate) async fn scope<F: Future>(fut: F) -> F::Output {
+    RECORD_SETS.scope(RefCell::new(Vec::new()), fut).await
+}
+
+/// What the Fetch handler puts in a partition's `records`: for a large record set, a marker
+/// that [`encode`] replaces with `pieces`; a small one (or any, outside [`scope`]) whole.
+pub(crate) fn record_set(pieces: Pieces) -> Bytes {
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    if len < SPLICE_MIN || pieces.is_empty() {
+        return concat(pieces);
+    }
+    match RECORD_SETS.try_with(|sets| sets.borrow().len()) {
+        Ok(index) => {
+            let _ = RECORD_SETS.try_with(|sets| sets.borrow_mut().push(pieces));
+            Bytes::copy_from_slice(&marker(index))
+        }
+        Err(_) => concat(pieces),
+    }
+}
 
 /// A whole response frame: size, header, body.
 pub(crate) fn encode(
@@ -36,37 +72,38 @@ pub(crate) fn encode(
 ) -> Result<ResponseFrame, String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = key.response_header_version(version);
-    let mut spliced = Vec::new();
-    if let ResponseKind::Fetch(fetch) = &mut response {
-        spliced = take_records(fetch);
+    let sets = RECORD_SETS.try_with(|sets| sets.take()).unwrap_or_default();
+    let plain = |response: &ResponseKind| -> Result<ResponseFrame, String> {
+        let mut buf = BytesMut::with_capacity(response_size(response, version) + 64);
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, header_version)
+            .map_err(|e| format!("cannot encode the {key:?} v{version} response header: {e:#}"))?;
+        response
+            .encode(&mut buf, version)
+            .map_err(|e| format!("cannot encode the {key:?} v{version} response: {e:#}"))?;
+        let size = i32::try_from(buf.len() - 4)
+            .map_err(|_| format!("the {key:?} v{version} response is too large for a frame"))?;
+        buf[..4].copy_from_slice(&size.to_be_bytes());
+        Ok(ResponseFrame::from(buf.freeze()))
+    };
+    let ResponseKind::Fetch(fetch) = &mut response else { return plain(&response) };
+    if sets.is_empty() {
+        return plain(&response);
     }
-    let mut buf = BytesMut::with_capacity(256);
+    // Encoded with markers, the response is small.
+    let mut buf = BytesMut::with_capacity(256 + 64 * sets.len());
     buf.put_i32(0);
     header
         .encode(&mut buf, header_version)
         .map_err(|e| format!("cannot encode the {key:?} v{version} response header: {e:#}"))?;
-    response.encode(&mut buf, version).map_err(|e| format!("cannot encode the {key:?} v{version} response: {e:#}"))?;
-    let too_large = || format!("the {key:?} v{version} response is too large for a frame");
-    if spliced.is_empty() {
-        let size = i32::try_from(buf.len() - 4).map_err(|_| too_large())?;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
-        return Ok(ResponseFrame::from(buf.freeze()));
-    }
-    match splice(buf, &spliced, version >= FIRST_FLEXIBLE_FETCH) {
+    fetch.encode(&mut buf, version).map_err(|e| format!("cannot encode the {key:?} v{version} response: {e:#}"))?;
+    match splice(buf, &sets, version >= FIRST_FLEXIBLE_FETCH) {
         Some(frame) => Ok(frame),
         None => {
-            // A marker was not where it belongs: never guess, encode the records in.
-            tracing::warn!(target: "chronik_gateway", "a Fetch v{version} response's record sets were not found after encoding; copying them instead");
-            if let ResponseKind::Fetch(fetch) = &mut response {
-                put_back(fetch, spliced);
-            }
-            let mut buf = BytesMut::with_capacity(response_size(&response, version) + 64);
-            buf.put_i32(0);
-            header.encode(&mut buf, header_version).map_err(|e| format!("{e:#}"))?;
-            response.encode(&mut buf, version).map_err(|e| format!("{e:#}"))?;
-            let size = i32::try_from(buf.len() - 4).map_err(|_| too_large())?;
-            buf[..4].copy_from_slice(&size.to_be_bytes());
-            Ok(ResponseFrame::from(buf.freeze()))
+            tracing::warn!(target: "chronik_gateway", "a Fetch v{version} response's record sets were not where they belong after encoding; copying them instead");
+            put_back(fetch, sets);
+            plain(&response)
         }
     }
 }
@@ -85,25 +122,22 @@ fn marker(index: usize) -> [u8; MARKER_LEN] {
     m
 }
 
-/// Swaps every large record set for its marker; returns them in encoding order.
-fn take_records(fetch: &mut FetchResponse) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    for p in fetch.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
-        if let Some(records) = p.records.as_mut().filter(|r| r.len() >= SPLICE_MIN) {
-            let m = Bytes::copy_from_slice(&marker(out.len()));
-            out.push(std::mem::replace(records, m));
-        }
+/// The record set index a marker names, if `bytes` is one.
+fn marker_index(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() != MARKER_LEN || bytes[..8] != NONCE.to_be_bytes() {
+        return None;
     }
-    out
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&bytes[8..]);
+    usize::try_from(u64::from_be_bytes(index)).ok()
 }
 
-fn put_back(fetch: &mut FetchResponse, spliced: Vec<Bytes>) {
+/// Replaces every marker in the response by its record set, copied whole.
+fn put_back(fetch: &mut FetchResponse, sets: Vec<Pieces>) {
     for p in fetch.responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
         let Some(records) = p.records.as_mut() else { continue };
-        if records.len() == MARKER_LEN && records[..8] == NONCE.to_be_bytes() {
-            let mut index = [0u8; 8];
-            index.copy_from_slice(&records[8..]);
-            *records = spliced.get(u64::from_be_bytes(index) as usize).cloned().unwrap_or_default();
+        if let Some(index) = marker_index(records) {
+            *records = sets.get(index).cloned().map(concat).unwrap_or_default();
         }
     }
 }
@@ -124,46 +158,63 @@ fn put_records_len(buf: &mut BytesMut, len: usize, flexible: bool) -> Option<()>
 }
 
 /// Cuts the encoded frame at each marker (and the prefix before it) and puts the record set
-/// and its real prefix in between. `None` if a marker is not found, in order, right behind
-/// its prefix.
-fn splice(mut encoded: BytesMut, spliced: &[Bytes], flexible: bool) -> Option<ResponseFrame> {
+/// and its real prefix in between. `None` if a marker is not right behind its prefix or names
+/// a record set that does not exist or was spliced already. (A record set dropped from the
+/// response after it was handed over, for the response's max_bytes, has no marker: skipped.)
+fn splice(mut encoded: BytesMut, sets: &[Pieces], flexible: bool) -> Option<ResponseFrame> {
     let mut marker_prefix = BytesMut::new();
     put_records_len(&mut marker_prefix, MARKER_LEN, flexible)?;
-    let mut cuts = Vec::with_capacity(spliced.len());
+    let nonce = NONCE.to_be_bytes();
+    let mut used = vec![false; sets.len()];
+    let mut cuts = Vec::with_capacity(sets.len());
     let mut from = 0;
-    for i in 0..spliced.len() {
-        let m = marker(i);
-        let at = from + encoded.get(from..)?.windows(MARKER_LEN).position(|w| w == m)?;
+    while let Some(found) = encoded.get(from..).and_then(|rest| rest.windows(nonce.len()).position(|w| w == nonce)) {
+        let at = from + found;
+        let index = marker_index(encoded.get(at..at + MARKER_LEN)?)?;
         let prefix_at = at.checked_sub(marker_prefix.len())?;
-        if prefix_at < from || encoded[prefix_at..at] != marker_prefix[..] {
+        if prefix_at < from || encoded[prefix_at..at] != marker_prefix[..] || used.get(index) != Some(&false) {
             return None;
         }
-        cuts.push((prefix_at, at + MARKER_LEN));
+        used[index] = true;
+        cuts.push((prefix_at, at + MARKER_LEN, index));
         from = at + MARKER_LEN;
     }
-    let mut prefixes = BytesMut::with_capacity(5 * spliced.len());
+    let mut prefixes = BytesMut::with_capacity(5 * cuts.len());
     let mut total = encoded.len();
-    for ((start, end), records) in cuts.iter().zip(spliced) {
+    for &(start, end, index) in &cuts {
+        let len: usize = sets[index].iter().map(Bytes::len).sum();
         let before = prefixes.len();
-        put_records_len(&mut prefixes, records.len(), flexible)?;
-        total = total - (end - start) + (prefixes.len() - before) + records.len();
+        put_records_len(&mut prefixes, len, flexible)?;
+        total = total - (end - start) + (prefixes.len() - before) + len;
     }
     let size = i32::try_from(total - 4).ok()?;
     encoded[..4].copy_from_slice(&size.to_be_bytes());
     let encoded = encoded.freeze();
     let mut prefixes = prefixes.freeze();
-    let mut frame = ResponseFrame { pieces: VecDeque::with_capacity(3 * spliced.len() + 1), remaining: 0 };
+    let pieces: usize = cuts.iter().map(|c| sets[c.2].len() + 2).sum();
+    let mut frame = ResponseFrame { pieces: VecDeque::with_capacity(pieces + 1), remaining: 0 };
     let mut from = 0;
-    for ((start, end), records) in cuts.into_iter().zip(spliced) {
+    for (start, end, index) in cuts {
         frame.push(encoded.slice(from..start));
-        let mut len = BytesMut::new();
-        put_records_len(&mut len, records.len(), flexible)?;
-        frame.push(prefixes.split_to(len.len()));
-        frame.push(records.clone());
+        let len: usize = sets[index].iter().map(Bytes::len).sum();
+        let prefix_len = if flexible { varint_len(len + 1) } else { 4 };
+        frame.push(prefixes.split_to(prefix_len));
+        for piece in &sets[index] {
+            frame.push(piece.clone());
+        }
         from = end;
     }
     frame.push(encoded.slice(from..));
     Some(frame)
+}
+
+fn varint_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
 }
 
 /// An encoded response: pieces written in order, in one vectored write where the socket takes it.
@@ -255,22 +306,43 @@ mod tests {
         buf.to_vec()
     }
 
-    /// The same bytes as encoding into one buffer, with the large record sets passed through
-    /// as the very allocations the data node read into; lengths whose prefix takes 1 to 3
-    /// bytes more than the marker's.
-    #[test]
-    fn record_sets_are_spliced_in_uncopied() {
-        let big: Vec<Bytes> = [70_000usize, 5_000, 3_000_000].iter().map(|&n| Bytes::from(vec![n as u8; n])).collect();
-        let small = Bytes::from(vec![9u8; 100]);
-        let records = vec![big[0].clone(), small.clone(), Bytes::new(), big[1].clone(), big[2].clone()];
+    /// Record sets of several pieces each (a small and a large batch, as a data node sends
+    /// them), handed over in another order than they are encoded, one dropped afterwards.
+    fn record_sets() -> Vec<Pieces> {
+        [70_000usize, 5_000, 3_000_000]
+            .iter()
+            .map(|&n| vec![Bytes::from(vec![1u8; 8]), Bytes::from(vec![n as u8; n]), Bytes::from(vec![2u8; 300])])
+            .collect()
+    }
+
+    /// The same bytes as encoding the record sets in, with their pieces passed through as the
+    /// very allocations the data node read into; lengths whose prefix is 1 to 3 bytes longer
+    /// than the marker's.
+    #[tokio::test]
+    async fn record_sets_are_spliced_in_uncopied() {
         for version in [4i16, 11, 12, 13, 16] {
-            let response = fetch_response(&records);
-            let want = plain(version, &response);
-            let mut frame = encode(ApiKey::Fetch, version, 7, ResponseKind::Fetch(response)).expect("encodes");
+            let sets = record_sets();
+            let small = Bytes::from(vec![9u8; 100]);
+            let whole: Vec<Bytes> = sets.iter().cloned().map(concat).collect();
+            let want = plain(
+                version,
+                &fetch_response(&[whole[0].clone(), small.clone(), Bytes::new(), whole[1].clone(), whole[2].clone()]),
+            );
+            let mut frame = scope(async {
+                let dropped = record_set(vec![Bytes::from(vec![5u8; 9000])]);
+                let m2 = record_set(sets[2].clone());
+                let m0 = record_set(sets[0].clone());
+                let m1 = record_set(sets[1].clone());
+                assert_eq!(record_set(vec![small.clone()]), small, "small record sets go in whole");
+                drop(dropped);
+                let response = fetch_response(&[m0, small.clone(), Bytes::new(), m1, m2]);
+                encode(ApiKey::Fetch, version, 7, ResponseKind::Fetch(response)).expect("encodes")
+            })
+            .await;
             assert_eq!(frame.to_vec(), want, "v{version}");
-            let passed: Vec<*const u8> =
-                frame.pieces.iter().filter(|p| p.len() >= SPLICE_MIN).map(|p| p.as_ptr()).collect();
-            assert_eq!(passed, big.iter().map(|b| b.as_ptr()).collect::<Vec<_>>(), "v{version}");
+            let passed: Vec<*const u8> = frame.pieces.iter().filter(|p| p.len() >= 5_000).map(|p| p.as_ptr()).collect();
+            let read: Vec<*const u8> = sets.iter().map(|s| s[1].as_ptr()).collect();
+            assert_eq!(passed, read, "v{version}");
 
             // Written as a Buf: every byte once, in order, across piece boundaries.
             let mut out = Vec::new();
@@ -285,30 +357,27 @@ mod tests {
         }
     }
 
-    /// A marker that cannot be found in order (here: the response's record sets were
-    /// reordered after the markers were set) falls back to copying, with the right bytes.
-    #[test]
-    fn a_marker_out_of_place_falls_back_to_copying() {
-        let a = Bytes::from(vec![1u8; 8000]);
-        let b = Bytes::from(vec![2u8; 9000]);
-        let mut response = fetch_response(&[a.clone(), b.clone()]);
-        let want = plain(12, &response);
-        let spliced = take_records(&mut response);
-        let ps = &mut response.responses[0].partitions;
-        let (first, second) = (ps[0].records.take(), ps[1].records.take());
-        ps[0].records = second;
-        ps[1].records = first;
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        response.encode(&mut buf, 12).expect("encodes");
-        assert!(splice(buf, &spliced, true).is_none(), "found out of order");
+    /// A marker that names a record set twice is not spliced: the response is encoded with
+    /// every record set copied in, the right bytes all the same.
+    #[tokio::test]
+    async fn a_marker_out_of_place_falls_back_to_copying() {
+        let sets = record_sets();
+        let whole: Vec<Bytes> = sets.iter().cloned().map(concat).collect();
+        let want = plain(12, &fetch_response(&[whole[0].clone(), whole[0].clone()]));
+        let frame = scope(async {
+            let m0 = record_set(sets[0].clone());
+            let response = fetch_response(&[m0.clone(), m0]);
+            encode(ApiKey::Fetch, 12, 7, ResponseKind::Fetch(response)).expect("encodes")
+        })
+        .await;
+        assert_eq!(frame.to_vec(), want);
+        assert_eq!(frame.pieces.len(), 1, "copied, not spliced");
+    }
 
-        put_back(&mut response, spliced);
-        let ps = &mut response.responses[0].partitions;
-        assert_eq!((ps[0].records.as_ref(), ps[1].records.as_ref()), (Some(&b), Some(&a)), "each by its marker");
-        let (first, second) = (ps[0].records.take(), ps[1].records.take());
-        ps[0].records = second;
-        ps[1].records = first;
-        assert_eq!(plain(12, &response), want);
+    /// Outside a request's scope (handler unit tests), record sets go in whole.
+    #[test]
+    fn without_a_scope_record_sets_are_copied() {
+        let sets = record_sets();
+        assert_eq!(record_set(sets[0].clone()), concat(sets[0].clone()));
     }
 }

@@ -149,14 +149,15 @@ async fn read_loop(
                 let ctx = ctx.clone();
                 // Kafka's form of the client host, as DescribeGroups reports it.
                 let client = Client { id: client_id, host: format!("/{}", peer.ip()) };
-                let task = async move {
+                // Handling and encoding share the request's record sets (response_frame.rs).
+                let task = response_frame::scope(async move {
                     let _body = (body_permit, queued_permit);
                     let response = CLIENT
                         .scope(client, router::dispatch(&ctx, key, version, *request))
                         .await
                         .ok_or_else(|| format!("no handler for {key:?}"))?;
                     response_frame::encode(key, version, correlation_id, response)
-                };
+                });
                 if no_response {
                     tokio::spawn(async move {
                         let _permit = permit;

@@ -4,12 +4,14 @@
 //! - `control`: `chronik.control.ControlService`, the control plane's API.
 //! - `data`: `chronik.data.DataService`, a data node's API for gateways and the control plane.
 //!
-//! `admin.rs` answers the admin API's cluster reads and changes over `ControlService`.
+//! `admin.rs` answers the admin API's cluster reads and changes over `ControlService`;
+//! `record_set.rs` reads a fetched partition's records in either of their two forms.
 //!
 //! No role crate depends on another: each talks to the others only through these types.
 
 pub mod admin;
 pub mod client;
+pub mod record_set;
 
 pub mod raft {
     tonic::include_proto!("chronik.raft");

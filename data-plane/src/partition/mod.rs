@@ -5,20 +5,18 @@ mod checkpoint;
 mod data;
 mod membership;
 pub(crate) mod quiet;
+mod read;
 mod retention;
 mod sequencer;
 pub mod state_machine;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use chronik_raft::codec::EntryCodec;
+use bytes::Bytes;
 use chronik_raft::errors::write_error;
 use chronik_raft::{GrpcNetworkFactory, Liveness, PeerPool, PurgeMode, Quiet, RaftObserver, WalLogStore};
 use chronik_shared::error::{ChronikError, ErrorCode, LeaderHint};
-use openraft::EntryPayload;
 use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::RaftError;
@@ -372,58 +370,6 @@ impl Partition {
         }
         let _ = self.raft.trigger().heartbeat().await;
         let _ = self.raft.wait(Some(lease)).metrics(|m| fresh(m), "a fresh quorum ack").await;
-    }
-
-    /// Batches from `offset` on, up to about `max_bytes` (at least one batch when any), with
-    /// their `baseOffset` rewritten to the offsets they were given.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, ChronikError> {
-        let selected: Vec<IndexedBatch> = {
-            let idx = self.sm.lock();
-            let mut out = Vec::new();
-            let mut total = 0usize;
-            for b in &idx.batches[idx.find(offset)..] {
-                if !out.is_empty() && total + b.bytes as usize > max_bytes {
-                    break;
-                }
-                total += b.bytes as usize;
-                out.push(*b);
-                if total >= max_bytes {
-                    break;
-                }
-            }
-            out
-        };
-        let (Some(first), Some(last)) = (selected.first(), selected.last()) else {
-            return Ok(Bytes::new());
-        };
-        let offsets: HashMap<u64, i64> = selected.iter().map(|b| (b.log_index, b.base_offset)).collect();
-        let records = self
-            .sm
-            .data
-            .read(first.log_index, last.log_index)
-            .map_err(|e| storage_error(e, &format!("reading {}", self.name)))?;
-        let mut out = BytesMut::with_capacity(selected.iter().map(|b| b.bytes as usize).sum());
-        let mut found = 0usize;
-        for (index, rec) in records {
-            let Some(base) = offsets.get(&index) else { continue };
-            found += 1;
-            let entry = PartitionTypeConfig::decode_entry(rec)
-                .map_err(|e| storage_error(e, &format!("decoding {}", self.name)))?;
-            if let EntryPayload::Normal(DataCommand::Append { batch }) = entry.payload {
-                let start = out.len();
-                out.extend_from_slice(&batch);
-                out[start..start + 8].copy_from_slice(&base.to_be_bytes());
-            }
-        }
-        if found != selected.len() {
-            // The index names entries the log no longer has: answering without them would
-            // silently skip records.
-            return Err(storage_error(
-                format!("{} of {} indexed batches are missing from the log", selected.len() - found, selected.len()),
-                &format!("reading {} from offset {offset}", self.name),
-            ));
-        }
-        Ok(out.freeze())
     }
 
     /// ListOffsets: -2 earliest, -1 latest, -3 the record with the largest timestamp,

@@ -2,7 +2,8 @@
 //! gets one DataService Fetch carrying the client's max_wait/min_bytes/max_bytes (the data node
 //! does the long poll). Nodes are asked in parallel; once the answers so far hold min_bytes
 //! (or an error), the others are not waited for. Records go back exactly as the data node
-//! stored them (baseOffset already rewritten). Fetch sessions are not offered (session id 0,
+//! stored them (baseOffset already rewritten), as the pieces it read, spliced into the frame
+//! uncopied (`response_frame.rs`). Fetch sessions are not offered (session id 0,
 //! which tells clients to send full requests).
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use super::as_leader_error;
 use crate::context::Ctx;
 use crate::metadata_cache::ClusterView;
+use crate::response_frame;
 use crate::router::Outcome;
 
 /// Longest long poll honoured.
@@ -37,6 +39,8 @@ struct Slot {
     offset: i64,
     max_bytes: u32,
     answer: Option<PartitionData>,
+    /// The answer's record set, as the data node's pieces.
+    records: Vec<Bytes>,
 }
 
 pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> FetchResponse {
@@ -65,6 +69,7 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> F
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as u32,
                 answer: None,
+                records: Vec::new(),
             };
             if name.is_none() {
                 slot.answer = Some(failed(p.partition, ResponseError::UnknownTopicId.code()));
@@ -110,6 +115,7 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> F
                 max_wait_ms: max_wait.as_millis() as u32,
                 min_bytes: min_bytes.min(node_max as usize) as u32,
                 max_bytes: node_max,
+                record_pieces: true,
             };
             let timeout = max_wait + ctx.request_timeout();
             async move {
@@ -127,13 +133,14 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> F
     while let Some((idxs, result)) = calls.next().await {
         match result {
             Ok(resp) => {
-                for (&i, fetched) in idxs.iter().zip(resp.partitions) {
+                for (&i, mut fetched) in idxs.iter().zip(resp.partitions) {
                     let code = fetch_code(chronik_code(fetched.error_code));
                     refresh |=
                         matches!(code, ErrorCode::NotLeader | ErrorCode::NoLeader | ErrorCode::UnknownTopicOrPartition);
                     got_error |= code != ErrorCode::None;
-                    got_bytes += fetched.records.len();
-                    slots[i].answer = Some(answer(slots[i].partition, code, fetched, read_committed));
+                    got_bytes += fetched.records_len();
+                    slots[i].records = fetched.take_record_pieces();
+                    slots[i].answer = Some(answer(slots[i].partition, code, &fetched, read_committed));
                 }
             }
             Err(e) => {
@@ -164,12 +171,14 @@ pub(crate) async fn handle(ctx: &Arc<Ctx>, version: i16, req: FetchRequest) -> F
             Some(a) => a,
             None => not_waited_for(&view, &s),
         };
-        let len = a.records.as_ref().map_or(0, Bytes::len);
+        let pieces = std::mem::take(&mut s.records);
+        let len: usize = pieces.iter().map(Bytes::len).sum();
         if len > 0 && total > 0 && total + len > limit {
             a.records = Some(Bytes::new());
         } else if len > 0 {
             total += len;
             BYTES_OUT.with_label_values(&[s.name.as_str()]).inc_by(len as u64);
+            a.records = Some(response_frame::record_set(pieces));
         }
         topics[s.topic].partitions.push(a);
     }
@@ -194,7 +203,8 @@ fn fetch_code(code: ErrorCode) -> ErrorCode {
     }
 }
 
-fn answer(partition: i32, code: ErrorCode, f: FetchedPartition, read_committed: bool) -> PartitionData {
+/// A partition's answer but for its records, which go in last (`response_frame::record_set`).
+fn answer(partition: i32, code: ErrorCode, f: &FetchedPartition, read_committed: bool) -> PartitionData {
     PartitionData::default()
         .with_partition_index(partition)
         .with_error_code(code.kafka())
@@ -202,7 +212,7 @@ fn answer(partition: i32, code: ErrorCode, f: FetchedPartition, read_committed: 
         .with_last_stable_offset(f.high_watermark)
         .with_log_start_offset(f.log_start_offset)
         .with_aborted_transactions(read_committed.then(Vec::new))
-        .with_records(Some(f.records))
+        .with_records(Some(Bytes::new()))
 }
 
 fn failed(partition: i32, code: i16) -> PartitionData {
@@ -250,7 +260,7 @@ mod tests {
             let mut t = FetchableTopicResponse::default()
                 .with_topic(TopicName(str_bytes("t")))
                 .with_topic_id(uuid::Uuid::from_bytes([2; 16]))
-                .with_partitions(vec![answer(0, ErrorCode::OffsetOutOfRange, f, true), failed(1, 3)]);
+                .with_partitions(vec![answer(0, ErrorCode::OffsetOutOfRange, &f, true), failed(1, 3)]);
             if v >= 13 {
                 t.topic = Default::default();
             } else {
