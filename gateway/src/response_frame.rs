@@ -73,39 +73,32 @@ pub(crate) fn encode(
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = key.response_header_version(version);
     let sets = RECORD_SETS.try_with(|sets| sets.take()).unwrap_or_default();
-    let plain = |response: &ResponseKind| -> Result<ResponseFrame, String> {
-        let mut buf = BytesMut::with_capacity(response_size(response, version) + 64);
+    // The size prefix (filled in last), the header, the body.
+    let encode_into = |buf: &mut BytesMut, response: &ResponseKind| -> Result<(), String> {
         buf.put_i32(0);
         header
-            .encode(&mut buf, header_version)
+            .encode(buf, header_version)
             .map_err(|e| format!("cannot encode the {key:?} v{version} response header: {e:#}"))?;
-        response
-            .encode(&mut buf, version)
-            .map_err(|e| format!("cannot encode the {key:?} v{version} response: {e:#}"))?;
-        let size = i32::try_from(buf.len() - 4)
-            .map_err(|_| format!("the {key:?} v{version} response is too large for a frame"))?;
-        buf[..4].copy_from_slice(&size.to_be_bytes());
-        Ok(ResponseFrame::from(buf.freeze()))
+        response.encode(buf, version).map_err(|e| format!("cannot encode the {key:?} v{version} response: {e:#}"))
     };
-    let ResponseKind::Fetch(fetch) = &mut response else { return plain(&response) };
-    if sets.is_empty() {
-        return plain(&response);
-    }
-    // Encoded with markers, the response is small.
-    let mut buf = BytesMut::with_capacity(256 + 64 * sets.len());
-    buf.put_i32(0);
-    header
-        .encode(&mut buf, header_version)
-        .map_err(|e| format!("cannot encode the {key:?} v{version} response header: {e:#}"))?;
-    fetch.encode(&mut buf, version).map_err(|e| format!("cannot encode the {key:?} v{version} response: {e:#}"))?;
-    match splice(buf, &sets, version >= FIRST_FLEXIBLE_FETCH) {
-        Some(frame) => Ok(frame),
-        None => {
-            tracing::warn!(target: "chronik_gateway", "a Fetch v{version} response's record sets were not where they belong after encoding; copying them instead");
+    if matches!(response, ResponseKind::Fetch(_)) && !sets.is_empty() {
+        // Encoded with markers, the response is small.
+        let mut buf = BytesMut::with_capacity(256 + 64 * sets.len());
+        encode_into(&mut buf, &response)?;
+        if let Some(frame) = splice(buf, &sets, version >= FIRST_FLEXIBLE_FETCH) {
+            return Ok(frame);
+        }
+        tracing::warn!(target: "chronik_gateway", "a Fetch v{version} response's record sets were not where they belong after encoding; copying them instead");
+        if let ResponseKind::Fetch(fetch) = &mut response {
             put_back(fetch, sets);
-            plain(&response)
         }
     }
+    let mut buf = BytesMut::with_capacity(response_size(&response, version) + 64);
+    encode_into(&mut buf, &response)?;
+    let size = i32::try_from(buf.len() - 4)
+        .map_err(|_| format!("the {key:?} v{version} response is too large for a frame"))?;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(ResponseFrame::from(buf.freeze()))
 }
 
 fn response_size(response: &ResponseKind, version: i16) -> usize {
