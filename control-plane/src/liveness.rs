@@ -81,11 +81,8 @@ impl Liveness {
     /// hand leadership straight back to a node that has not caught up; the last report of its
     /// previous run describes replicas that process no longer runs.
     pub fn registered(&self, node_id: u64) {
-        self.beat(node_id, None);
-        if let Some(s) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&node_id) {
-            s.since = s.at;
-            s.replicas.clear();
-        }
+        self.beat(node_id, Some(Vec::new()));
+        self.unsettle(node_id);
     }
 
     /// Node `node_id` is alive but refuses writes (its disk failed or is full): its run of

@@ -101,10 +101,12 @@ pub(crate) fn encode(
     Ok(ResponseFrame::from(buf.freeze()))
 }
 
+/// Room to reserve for a response's frame: a Fetch response's computed size (growing its
+/// buffer by doubling copied megabytes again), a small start for anything else.
 fn response_size(response: &ResponseKind, version: i16) -> usize {
     match response {
         ResponseKind::Fetch(f) => f.compute_size(version).unwrap_or(0),
-        _ => 0,
+        _ => 192,
     }
 }
 
@@ -172,26 +174,26 @@ fn splice(mut encoded: BytesMut, sets: &[Pieces], flexible: bool) -> Option<Resp
         cuts.push((prefix_at, at + MARKER_LEN, index));
         from = at + MARKER_LEN;
     }
-    let mut prefixes = BytesMut::with_capacity(5 * cuts.len());
+    // Each record set's real length prefix, a piece of one small buffer.
+    let mut prefix_buf = BytesMut::with_capacity(5 * cuts.len());
+    let mut prefixes = Vec::with_capacity(cuts.len());
     let mut total = encoded.len();
     for &(start, end, index) in &cuts {
         let len: usize = sets[index].iter().map(Bytes::len).sum();
-        let before = prefixes.len();
-        put_records_len(&mut prefixes, len, flexible)?;
-        total = total - (end - start) + (prefixes.len() - before) + len;
+        put_records_len(&mut prefix_buf, len, flexible)?;
+        let prefix = prefix_buf.split().freeze();
+        total = total - (end - start) + prefix.len() + len;
+        prefixes.push(prefix);
     }
     let size = i32::try_from(total - 4).ok()?;
     encoded[..4].copy_from_slice(&size.to_be_bytes());
     let encoded = encoded.freeze();
-    let mut prefixes = prefixes.freeze();
     let pieces: usize = cuts.iter().map(|c| sets[c.2].len() + 2).sum();
     let mut frame = ResponseFrame { pieces: VecDeque::with_capacity(pieces + 1), remaining: 0 };
     let mut from = 0;
-    for (start, end, index) in cuts {
+    for ((start, end, index), prefix) in cuts.into_iter().zip(prefixes) {
         frame.push(encoded.slice(from..start));
-        let len: usize = sets[index].iter().map(Bytes::len).sum();
-        let prefix_len = if flexible { varint_len(len + 1) } else { 4 };
-        frame.push(prefixes.split_to(prefix_len));
+        frame.push(prefix);
         for piece in &sets[index] {
             frame.push(piece.clone());
         }
@@ -199,15 +201,6 @@ fn splice(mut encoded: BytesMut, sets: &[Pieces], flexible: bool) -> Option<Resp
     }
     frame.push(encoded.slice(from..));
     Some(frame)
-}
-
-fn varint_len(mut v: usize) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
 }
 
 /// An encoded response: pieces written in order, in one vectored write where the socket takes it.
