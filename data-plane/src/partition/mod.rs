@@ -280,17 +280,15 @@ impl Partition {
         self.ensure_lease().await;
         let group = format!("partition {}", self.name);
         let term = self.raft.metrics().borrow_watched().current_term;
-        let written = {
-            let turn = if info.producer_id >= 0 {
-                let committed = || {
-                    let idx = self.sm.lock();
-                    let p = idx.producers.get(&info.producer_id)?;
-                    p.recent.back().map(|(_, last, _)| (p.epoch, *last))
-                };
-                Some(self.sequencer.admit(term, &info, committed).await?)
-            } else {
-                None
-            };
+        let committed = || {
+            let idx = self.sm.lock();
+            let p = idx.producers.get(&info.producer_id)?;
+            p.recent.back().map(|(_, last, _)| (p.epoch, *last))
+        };
+        let (in_order, written) = {
+            let turn =
+                if info.producer_id >= 0 { Some(self.sequencer.admit(term, &info, committed).await?) } else { None };
+            let in_order = turn.as_ref().is_some_and(|t| t.in_order());
             // Handed to Raft before the turn ends, so the producer's next batch lands after
             // this one in the log.
             let (responder, written) = ProgressResponder::complete_only();
@@ -303,7 +301,7 @@ impl Partition {
             if let Some(turn) = turn {
                 turn.proposed();
             }
-            written
+            (in_order, written)
         };
         let write = async {
             match written.await {
@@ -328,6 +326,17 @@ impl Partition {
                 r = &mut write => {
                     let resp = r?.data;
                     return match resp.error {
+                        Some((code, message)) if in_order && code == ErrorCode::OutOfOrderSequence.id() => {
+                            // A batch before this one was refused by Raft (an expired lease, a
+                            // leadership transfer) after this one had been queued behind it: the
+                            // gap is this leader's doing, so the client retries both, in order.
+                            // Refused as out of order it would be fatal to the producer.
+                            self.sequencer.resync(term, &info, committed());
+                            Err(ChronikError::new(
+                                ErrorCode::SequenceAhead,
+                                format!("{message}: a batch before it did not reach the log; send it again after that one"),
+                            ))
+                        }
                         Some((code, message)) => {
                             Err(ChronikError::new(ErrorCode::from_id(code).unwrap_or(ErrorCode::Internal), message))
                         }

@@ -86,6 +86,8 @@ pub struct Turn<'a> {
     /// The slot's next sequence when the batch was admitted and what it becomes after it;
     /// None for a retry or a fenced epoch, which move nothing.
     advance: Option<(i32, i32)>,
+    /// Proposed over a sequence missing for good, for the log to refuse.
+    over_gap: bool,
     proposed: bool,
 }
 
@@ -93,6 +95,11 @@ impl Turn<'_> {
     /// The batch is in Raft's queue, ahead of anything proposed after this.
     pub fn proposed(mut self) {
         self.proposed = true;
+    }
+
+    /// The batch came right after everything this leader had proposed for its producer.
+    pub fn in_order(&self) -> bool {
+        self.advance.is_some() && !self.over_gap
     }
 }
 
@@ -135,6 +142,14 @@ impl Sequencer {
         self.advanced.notify_waiters();
     }
 
+    /// The log refused `info`, admitted in `term` as its producer's next batch, as a gap: a
+    /// batch before it was refused by Raft after `info` had been queued. The producer's next
+    /// sequence goes back to the one after `committed` (the log's last for the producer).
+    pub fn resync(&self, term: u64, info: &BatchInfo, committed: Option<(i16, i32)>) {
+        let next = committed.filter(|(epoch, _)| *epoch == info.producer_epoch).map_or(0, |(_, last)| next_after(last));
+        self.rewind(term, info.producer_id, info.producer_epoch, next);
+    }
+
     /// Returns once `info` may be proposed in `term`: it is the producer's next batch or a
     /// retry of an earlier one. `committed` gives the producer's epoch and last sequence as
     /// the state machine knows it (None for a producer it has never seen). The batch after
@@ -145,17 +160,17 @@ impl Sequencer {
     /// and proposing the gap would only have it refused as out of order, which is fatal to a
     /// producer once the predecessor has been acknowledged.
     /// Clients retry in sequence order, and a client that gave its predecessor up starts a
-    /// new epoch. Once a sequence has been missing for [`GIVE_UP`] (or for a producer the log
-    /// has never seen) the batch is proposed anyway, and the log answers the gap as Kafka
-    /// does: OUT_OF_ORDER_SEQUENCE_NUMBER.
+    /// new epoch. Once a sequence has been missing for [`GIVE_UP`] the batch is proposed
+    /// anyway, and the log answers the gap as Kafka does: OUT_OF_ORDER_SEQUENCE_NUMBER.
     pub async fn admit(
         &self,
         term: u64,
         info: &BatchInfo,
         committed: impl Fn() -> Option<(i16, i32)>,
     ) -> Result<Turn<'_>, ChronikError> {
-        let turn =
-            |advance| Ok(Turn { sequencer: self, producer_id: info.producer_id, term, advance, proposed: false });
+        let turn = |advance, over_gap| {
+            Ok(Turn { sequencer: self, producer_id: info.producer_id, term, advance, over_gap, proposed: false })
+        };
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let last = (info.base_sequence as i64 + info.last_offset_delta as i64).rem_euclid(i32::MAX as i64 + 1) as i32;
         loop {
@@ -173,7 +188,7 @@ impl Sequencer {
                     if info.producer_epoch > slot.epoch {
                         *slot = Slot { term, epoch: info.producer_epoch, next: 0, missing: None };
                     } else {
-                        return turn(None);
+                        return turn(None, false);
                     }
                 }
                 // Only a batch that would wait looks at the state machine again (the common
@@ -188,10 +203,10 @@ impl Sequencer {
                 }
                 let ahead = info.base_sequence.wrapping_sub(slot.next);
                 if ahead < 0 {
-                    return turn(None); // A retry of a batch already proposed.
+                    return turn(None, false); // A retry of a batch already proposed.
                 }
                 if ahead == 0 {
-                    return turn(Some((slot.next, next_after(last))));
+                    return turn(Some((slot.next, next_after(last))), false);
                 }
                 let now = tokio::time::Instant::now();
                 if now >= deadline {
@@ -202,9 +217,12 @@ impl Sequencer {
                             deadline - PATIENCE
                         }
                     };
-                    if known.is_none() || now.duration_since(since) >= GIVE_UP {
+                    // A producer the log has not seen yet waits too: its first batches race
+                    // like any others, and proposing sequence 1 before 0 has come would let
+                    // the log take 1 (it knows nothing to refuse it with) and refuse 0.
+                    if now.duration_since(since) >= GIVE_UP {
                         tracing::info!(target: "chronik_server", "Sequence {} of producer {} has not come for {:?}: proposing sequence {}, for the log to refuse the gap", slot.next, info.producer_id, now.duration_since(since), info.base_sequence);
-                        return turn(Some((slot.next, next_after(last))));
+                        return turn(Some((slot.next, next_after(last))), true);
                     }
                     return Err(ChronikError::new(
                         ErrorCode::SequenceAhead,
@@ -316,6 +334,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_the_log_refused_over_a_raft_refusal_goes_again_after_it() {
+        let seq = Sequencer::default();
+        let committed = || Some((0, 40));
+        let b41 = seq.admit(1, &batch(3, 41, 1), committed).await.unwrap();
+        assert!(b41.in_order());
+        b41.proposed();
+        let b42 = seq.admit(1, &batch(3, 42, 1), committed).await.unwrap();
+        assert!(b42.in_order(), "42 came right after 41: a gap in the log is not the producer's");
+        b42.proposed();
+        // Raft refused 41 (an expired lease) but took 42, which the log refused as a gap; 43
+        // is already on its way.
+        seq.rewind(1, 3, 0, 41);
+        seq.resync(1, &batch(3, 42, 1), Some((0, 40)));
+        seq.admit(1, &batch(3, 41, 1), committed).await.unwrap().proposed();
+        let again = seq.admit(1, &batch(3, 42, 1), committed).await.unwrap();
+        assert_eq!(again.advance, Some((42, 43)), "42's retry is the next batch, not a duplicate");
+        again.proposed();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_proposed_over_a_gap_is_not_in_order() {
+        let seq = Sequencer::default();
+        let turn = loop {
+            match seq.admit(1, &batch(5, 10, 1), || Some((0, 8))).await {
+                Ok(turn) => break turn,
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
+        assert!(!turn.in_order(), "the log's refusal of it stands");
+    }
+
+    #[tokio::test]
     async fn a_batch_whose_predecessor_does_not_come_is_sent_back_to_be_retried() {
         let seq = Sequencer::default();
         let started = tokio::time::Instant::now();
@@ -361,9 +411,24 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(200), "no wait for what the log already holds");
     }
 
-    #[tokio::test]
-    async fn a_producer_the_log_never_saw_is_not_held_back_for_good() {
-        let seq = Sequencer::default();
-        seq.admit(1, &batch(8, 5, 1), || None).await.expect("nothing to be out of order with").proposed();
+    #[tokio::test(start_paused = true)]
+    async fn a_new_producers_batches_wait_for_its_first() {
+        let seq = Arc::new(Sequencer::default());
+        // A fresh producer id's sequence 1 arrives first: proposed now, the log would take it
+        // (it has nothing to compare it with) and refuse sequence 0, fatally for the producer.
+        let refused = seq.admit(1, &batch(8, 1, 1), || None).await.err().expect("sequence 0 has not come");
+        assert_eq!(refused.code, ErrorCode::SequenceAhead, "{}", refused.message);
+        seq.admit(1, &batch(8, 0, 1), || None).await.unwrap().proposed();
+        seq.admit(1, &batch(8, 1, 1), || None).await.unwrap().proposed();
+        // One that never sends sequence 0 is not held back for good.
+        let started = tokio::time::Instant::now();
+        loop {
+            match seq.admit(1, &batch(9, 5, 1), || None).await {
+                Err(e) => assert_eq!(e.code, ErrorCode::SequenceAhead),
+                Ok(turn) => break turn.proposed(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(started.elapsed() >= GIVE_UP, "{:?}", started.elapsed());
     }
 }
