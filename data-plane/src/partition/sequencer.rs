@@ -39,6 +39,11 @@ const RECHECK: Duration = Duration::from_millis(50);
 /// can spend in the gateway's retries across faults in a row: 10 s was not (in an hour of
 /// faults, a batch held up by two data nodes cut off one after the other came too late).
 const GIVE_UP: Duration = Duration::from_secs(30);
+/// Past this many producers, those that sent nothing for [`IDLE`] are forgotten. Forgetting is
+/// always safe: a slot is rebuilt from the state machine, and one rebuilt behind batches still
+/// on their way to it waits for them to be applied.
+const SLOTS_KEPT: usize = 1024;
+const IDLE: Duration = Duration::from_secs(60);
 
 /// What this leader has proposed for one producer.
 #[derive(Clone, Copy)]
@@ -48,6 +53,8 @@ struct Slot {
     next: i32,
     /// The sequence successors have been waiting for, and since when.
     missing: Option<(i32, tokio::time::Instant)>,
+    /// When the producer last sent a batch here.
+    used: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -69,7 +76,7 @@ impl Slot {
             Some((e, seq)) if e == epoch => next_after(seq),
             _ => 0,
         };
-        Slot { term, epoch, next, missing: None }
+        Slot { term, epoch, next, missing: None, used: tokio::time::Instant::now() }
     }
 }
 
@@ -177,16 +184,21 @@ impl Sequencer {
             let advanced = self.advanced.notified();
             {
                 let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+                let now = tokio::time::Instant::now();
+                if slots.len() >= SLOTS_KEPT && !slots.contains_key(&info.producer_id) {
+                    slots.retain(|_, s| now.duration_since(s.used) < IDLE);
+                }
                 let slot = slots
                     .entry(info.producer_id)
                     .or_insert_with(|| Slot::fresh(term, info.producer_epoch, committed()));
                 if slot.term != term {
                     *slot = Slot::fresh(term, info.producer_epoch, committed());
                 }
+                slot.used = now;
                 if info.producer_epoch != slot.epoch {
                     // A new epoch starts at sequence 0; an older one is fenced when applied.
                     if info.producer_epoch > slot.epoch {
-                        *slot = Slot { term, epoch: info.producer_epoch, next: 0, missing: None };
+                        *slot = Slot { term, epoch: info.producer_epoch, next: 0, missing: None, used: now };
                     } else {
                         return turn(None, false);
                     }
@@ -208,7 +220,6 @@ impl Sequencer {
                 if ahead == 0 {
                     return turn(Some((slot.next, next_after(last))), false);
                 }
-                let now = tokio::time::Instant::now();
                 if now >= deadline {
                     let since = match slot.missing {
                         Some((seq, since)) if seq == slot.next => since,
@@ -351,6 +362,20 @@ mod tests {
         let again = seq.admit(1, &batch(3, 42, 1), committed).await.unwrap();
         assert_eq!(again.advance, Some((42, 43)), "42's retry is the next batch, not a duplicate");
         again.proposed();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn producers_silent_for_a_minute_are_forgotten_once_there_are_many() {
+        let seq = Sequencer::default();
+        for pid in 0..SLOTS_KEPT as i64 {
+            seq.admit(1, &batch(pid, 0, 1), || None).await.unwrap().proposed();
+        }
+        tokio::time::sleep(IDLE).await;
+        seq.admit(1, &batch(0, 1, 1), || Some((0, 0))).await.unwrap().proposed();
+        seq.admit(1, &batch(SLOTS_KEPT as i64, 0, 1), || None).await.unwrap().proposed();
+        let slots = seq.slots.lock().unwrap();
+        assert_eq!(slots.len(), 2, "only the producers that sent within the last minute are kept");
+        assert_eq!(slots.get(&0).map(|s| s.next), Some(2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,6 +46,12 @@ pub struct ProducerState {
 }
 
 const PRODUCER_BATCHES_KEPT: usize = 5;
+/// How many idempotent producers a partition remembers: the ones that wrote last. Kafka
+/// forgets a producer after `producer.id.expiration.ms` of wall-clock silence; a replica's
+/// clock is not the log's, so here the log decides (by count), the same on every replica, and
+/// a cluster of short-lived producers does not grow every index (and every checkpoint) forever.
+/// One forgotten while still writing is taken as new: its retries are no longer recognised.
+const PRODUCERS_KEPT: usize = 1000;
 
 /// The verdict on a batch from an idempotent producer.
 enum Check {
@@ -115,6 +121,12 @@ impl PartitionIndex {
     }
 
     fn record_producer(&mut self, info: &BatchInfo, base_offset: i64) {
+        if self.producers.len() >= PRODUCERS_KEPT && !self.producers.contains_key(&info.producer_id) {
+            let last_write = |p: &ProducerState| p.recent.back().map_or(-1, |(_, _, base)| *base);
+            if let Some(oldest) = self.producers.iter().min_by_key(|(_, p)| last_write(p)).map(|(id, _)| *id) {
+                self.producers.remove(&oldest);
+            }
+        }
         let state = self.producers.entry(info.producer_id).or_default();
         if info.producer_epoch != state.epoch {
             state.epoch = info.producer_epoch;
@@ -484,4 +496,45 @@ fn read_index(files: &SnapshotFiles) -> io::Result<PartitionIndex> {
 fn last_sequence(info: &BatchInfo) -> i32 {
     // Sequences wrap from i32::MAX to 0, as Kafka's do.
     ((info.base_sequence as i64 + info.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(producer_id: i64, base_sequence: i32) -> BatchInfo {
+        BatchInfo {
+            attributes: 0,
+            last_offset_delta: 0,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id,
+            producer_epoch: 0,
+            base_sequence,
+            record_count: 1,
+        }
+    }
+
+    fn write(idx: &mut PartitionIndex, info: &BatchInfo) {
+        assert!(matches!(idx.check_producer(info), Check::Accept), "producer {} accepted", info.producer_id);
+        let base = idx.next_offset;
+        idx.record_producer(info, base);
+        idx.next_offset += 1;
+    }
+
+    #[test]
+    fn a_partition_forgets_the_producers_that_wrote_longest_ago() {
+        let mut idx = PartitionIndex::default();
+        for pid in 0..PRODUCERS_KEPT as i64 {
+            write(&mut idx, &batch(pid, 0));
+        }
+        // Producer 0 writes again: producer 1 is now the one that wrote longest ago.
+        write(&mut idx, &batch(0, 1));
+        write(&mut idx, &batch(5000, 0));
+        assert_eq!(idx.producers.len(), PRODUCERS_KEPT);
+        assert!(!idx.producers.contains_key(&1), "the producer silent longest is forgotten");
+        assert!(idx.producers.contains_key(&0) && idx.producers.contains_key(&5000));
+        // Producer 0 is still known: its retry is recognised, not stored again.
+        assert!(matches!(idx.check_producer(&batch(0, 1)), Check::Duplicate(_)));
+    }
 }
