@@ -137,6 +137,8 @@ struct MembersArg {
     learners: Vec<u64>,
 }
 
+// The variants' names are the subcommands operators type (`debug wal-dump`, ...).
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 enum DebugCmd {
     /// Print every record of a segment file or a directory of segments.

@@ -70,11 +70,14 @@ impl<'t> Tables<'t> {
     }
 }
 
+/// The latest snapshot's metadata and files.
+type CurrentSnapshot = Arc<Mutex<Option<(SnapshotMetaOf<C>, SnapshotFiles)>>>;
+
 #[derive(Clone)]
 pub struct ControlStateMachine {
     db: Arc<Database>,
     snapshot_dir: PathBuf,
-    current: Arc<Mutex<Option<(SnapshotMetaOf<C>, SnapshotFiles)>>>,
+    current: CurrentSnapshot,
 }
 
 impl ControlStateMachine {

@@ -64,10 +64,7 @@ impl ControlClient {
 
     fn switch(&self, to: Option<String>) {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        *cur = match to.and_then(|a| channel(&a).ok().map(|c| (a, c))) {
-            Some(c) => Some(c),
-            None => None,
-        };
+        *cur = to.and_then(|a| channel(&a).ok().map(|c| (a, c)));
     }
 
     /// Calls `f` on the current leader, following leader hints and retrying unavailable

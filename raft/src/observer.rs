@@ -323,10 +323,11 @@ where
         if state == ServerState::Follower && pstate != ServerState::Follower {
             info!(target: "chronik_raft", partition, "Became follower in term {term}, leader={:?}", leader);
         }
-        if leader != pleader && state != ServerState::Leader {
-            if let Some(l) = leader {
-                info!(target: "chronik_raft", partition, "Leader changed: node {l} leads term {term}");
-            }
+        if leader != pleader
+            && state != ServerState::Leader
+            && let Some(l) = leader
+        {
+            info!(target: "chronik_raft", partition, "Leader changed: node {l} leads term {term}");
         }
         *prev = Some((state, term, leader));
     }

@@ -141,10 +141,10 @@ impl From<ChronikError> for tonic::Status {
         if let Ok(v) = e.code.name().parse() {
             status.metadata_mut().insert(CODE_HEADER, v);
         }
-        if let Some(l) = e.leader {
-            if let Ok(v) = l.to_string().parse() {
-                status.metadata_mut().insert(LEADER_HEADER, v);
-            }
+        if let Some(l) = e.leader
+            && let Ok(v) = l.to_string().parse()
+        {
+            status.metadata_mut().insert(LEADER_HEADER, v);
         }
         status
     }

@@ -55,10 +55,10 @@ async fn wait_settled(
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let md = metadata(ctl).await;
-        if let Some((r, l)) = md.as_ref().and_then(settled) {
-            if ok(&r, &l) {
-                return (r, l);
-            }
+        if let Some((r, l)) = md.as_ref().and_then(settled)
+            && ok(&r, &l)
+        {
+            return (r, l);
         }
         assert!(Instant::now() < deadline, "{what}: {:?}", md.as_ref().map(settled));
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -136,7 +136,7 @@ async fn scale_out_to_four_data_nodes_and_decommission_back_to_three_under_load(
                 }));
                 i += 1;
                 // A steady load, not a flood: moves must not wait for a saturated disk.
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
