@@ -174,7 +174,11 @@ impl MetadataCache {
             let alive = m.data_nodes.iter().chain(&m.gateways).filter(|n| n.alive).count();
             chronik_shared::metrics::set_known_nodes(alive);
             let mut view = ClusterView::from_metadata(m);
-            view.carry_over(&self.view());
+            let prev = self.view();
+            view.carry_over(&prev);
+            for gone in prev.topics.keys().filter(|t| !view.topics.contains_key(*t)) {
+                chronik_shared::metrics::forget_topic(gone);
+            }
             let view = Arc::new(view);
             *self.view.write().unwrap_or_else(|p| p.into_inner()) = view.clone();
             view

@@ -186,6 +186,13 @@ pub fn forget_partition(partition: &str) {
     remove_matching(&RAFT_APPEND_LATENCY_MS, partition);
 }
 
+/// Removes the per-topic byte counters of `topic` (deleted), so a cluster whose topics come and
+/// go does not keep a sample for every topic it ever had.
+pub fn forget_topic(topic: &str) {
+    let _ = BYTES_IN.remove_label_values(&[topic]);
+    let _ = BYTES_OUT.remove_label_values(&[topic]);
+}
+
 /// The Prometheus text exposition of every registered metric. A family with no sample yet
 /// (a labelled family before its first event) is still listed with its `# HELP` and `# TYPE`
 /// lines: the encoder leaves such families out, and dashboards and the guide's checks look
@@ -230,6 +237,18 @@ mod tests {
         assert_eq!(text.matches("# TYPE chronik_raft_term ").count(), 1);
         forget_partition("render-test-0");
         assert!(!render().contains("render-test-0"));
+    }
+
+    #[test]
+    fn a_deleted_topic_leaves_no_byte_counters() {
+        BYTES_IN.with_label_values(&["forget-test"]).inc_by(10);
+        BYTES_OUT.with_label_values(&["forget-test"]).inc_by(20);
+        BYTES_IN.with_label_values(&["forget-test-kept"]).inc_by(1);
+        assert!(render().contains("chronik_bytes_out_total{topic=\"forget-test\"} 20"));
+        forget_topic("forget-test");
+        let text = render();
+        assert!(!text.contains("topic=\"forget-test\""), "{text}");
+        assert!(text.contains("chronik_bytes_in_total{topic=\"forget-test-kept\"} 1"), "{text}");
     }
 
     #[test]
