@@ -327,10 +327,11 @@ impl Partition {
                     let resp = r?.data;
                     return match resp.error {
                         Some((code, message)) if in_order && code == ErrorCode::OutOfOrderSequence.id() => {
-                            // A batch before this one was refused by Raft (an expired lease, a
-                            // leadership transfer) after this one had been queued behind it: the
-                            // gap is this leader's doing, so the client retries both, in order.
-                            // Refused as out of order it would be fatal to the producer.
+                            // A batch before this one was refused by Raft (the leader's lease
+                            // had lapsed; the next write, after an ack, was taken) after this one
+                            // had been queued behind it: the gap is this leader's doing, so the
+                            // client retries both, in order. Refused as out of order it would be
+                            // fatal to the producer.
                             self.sequencer.resync(term, &info, committed());
                             Err(ChronikError::new(
                                 ErrorCode::SequenceAhead,
